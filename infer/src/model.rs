@@ -1,0 +1,179 @@
+//! The network: two conv blocks and a three-layer classifier head.
+
+use alloc::{format, string::String, vec::Vec};
+use core::fmt;
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Gelu, Linear, LinearConfig, Relu};
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Tensor, TensorData, activation::softmax};
+
+use crate::{IMAGE_SIZE, NUM_CLASSES, PIXELS};
+
+const CONV_CHANNELS: usize = 64;
+const HIDDEN: usize = 128;
+/// 28 -conv3-> 26 -pool-> 13 -conv3-> 11 -pool-> 5.
+const FEATURE_SIDE: usize = 5;
+const FEATURES: usize = CONV_CHANNELS * FEATURE_SIDE * FEATURE_SIDE;
+
+/// The MNIST CNN. Input `[batch, 1, 28, 28]` of [`crate::normalize`]d pixels, output logits.
+#[derive(Module, Debug)]
+pub struct Model {
+    conv1: Conv2d,
+    norm1: BatchNorm,
+    conv2: Conv2d,
+    norm2: BatchNorm,
+    pool: MaxPool2d,
+    gelu: Gelu,
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+    relu: Relu,
+}
+
+/// Why a weights file could not become a [`Model`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    /// The bytes are not a burn record (truncated, corrupt, or another format).
+    Format(String),
+    /// The record is readable but its tensors do not fit this architecture.
+    Shape(String),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Format(why) => write!(f, "not a model record: {why}"),
+            LoadError::Shape(why) => write!(f, "record does not fit the model: {why}"),
+        }
+    }
+}
+
+impl core::error::Error for LoadError {}
+
+impl Model {
+    /// A freshly initialised model (weights drawn from the device's seeded generator).
+    pub fn new(device: &Device) -> Self {
+        let conv = |input| Conv2dConfig::new([input, CONV_CHANNELS], [3, 3]).init(device);
+        Self {
+            conv1: conv(1),
+            norm1: BatchNormConfig::new(CONV_CHANNELS).init(device),
+            conv2: conv(CONV_CHANNELS),
+            norm2: BatchNormConfig::new(CONV_CHANNELS).init(device),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            gelu: Gelu::new(),
+            fc1: LinearConfig::new(FEATURES, HIDDEN).init(device),
+            fc2: LinearConfig::new(HIDDEN, HIDDEN).init(device),
+            fc3: LinearConfig::new(HIDDEN, NUM_CLASSES).init(device),
+            relu: Relu::new(),
+        }
+    }
+
+    /// Loads weights serialised by [`Model::to_bytes`] (the `model.bin` format).
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self, LoadError> {
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+            .map_err(|e| LoadError::Format(format!("{e}")))?;
+        Self::new(device)
+            .try_load_record(record)
+            .map(|model| model.valid())
+            .map_err(|e| LoadError::Shape(format!("{e}")))
+    }
+
+    /// Serialises the weights (burn's record bytes), identical for identical weights.
+    pub fn to_bytes(self) -> Vec<u8> {
+        const IN_MEMORY: &str = "re-encoding an in-memory record cannot fail";
+        let bytes = self.into_record().into_bytes().expect(IN_MEMORY);
+        // burn draws parameter ids at random and stores them in the record; numbering them in
+        // order instead makes the bytes a function of the weights alone.
+        let tensors = burn_pack::Reader::from_bytes(bytes)
+            .and_then(burn_pack::Reader::into_tensors)
+            .expect(IN_MEMORY)
+            .into_iter()
+            .enumerate()
+            .map(|(index, tensor)| {
+                let (name, dtype, shape, _random_id, data) = tensor.into_parts().expect(IN_MEMORY);
+                burn_pack::Tensor::new(name, dtype, shape, Some(index as u64), data)
+            })
+            .collect();
+        burn_pack::Writer::new(tensors).into_bytes().expect(IN_MEMORY).to_vec()
+    }
+
+    /// Logits `[batch, 10]` for normalised images `[batch, 1, 28, 28]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self.conv1.forward(images);
+        let x = self.pool.forward(self.gelu.forward(self.norm1.forward(x)));
+        let x = self.conv2.forward(x);
+        let x = self.pool.forward(self.gelu.forward(self.norm2.forward(x)));
+        let x = x.flatten(1, 3);
+        let x = self.relu.forward(self.fc1.forward(x));
+        let x = self.relu.forward(self.fc2.forward(x));
+        self.fc3.forward(x)
+    }
+
+    /// Class probabilities, one row of ten per image, for `batch` normalised images laid out
+    /// row-major (`batch * 784` values).
+    pub fn probabilities(&self, pixels: Vec<f32>, device: &Device) -> Vec<[f32; NUM_CLASSES]> {
+        let batch = pixels.len() / PIXELS;
+        assert_eq!(batch * PIXELS, pixels.len(), "input is not a whole number of images");
+        let images = Tensor::<4>::from_data(
+            TensorData::new(pixels, [batch, 1, IMAGE_SIZE, IMAGE_SIZE]),
+            device,
+        );
+        let probs = softmax(self.forward(images), 1).into_data();
+        let flat = probs.as_slice::<f32>().expect("float output");
+        flat.chunks_exact(NUM_CLASSES)
+            .map(|row| row.try_into().expect("ten classes"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Module;
+
+    #[test]
+    fn has_the_seed_architecture_parameter_count() {
+        // 260,554 trainable plus BatchNorm's running mean and variance (2 x 2 x 64).
+        assert_eq!(Model::new(&Device::flex()).num_params(), 260_810);
+    }
+
+    #[test]
+    fn maps_a_batch_of_images_to_ten_probabilities_each() {
+        let device = Device::flex();
+        let model = Model::new(&device).valid();
+        let rows = model.probabilities(alloc::vec![0.5; 3 * PIXELS], &device);
+        assert_eq!(rows.len(), 3);
+        for row in rows {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "probabilities sum to {sum}");
+        }
+    }
+
+    #[test]
+    fn weights_survive_a_round_trip_through_bytes() {
+        let device = Device::flex();
+        let model = Model::new(&device).valid();
+        let input = alloc::vec![0.25; PIXELS];
+        let before = model.probabilities(input.clone(), &device);
+        let loaded = Model::from_bytes(&model.to_bytes(), &device).unwrap();
+        assert_eq!(before, loaded.probabilities(input, &device));
+    }
+
+    #[test]
+    fn refuses_bytes_that_are_not_this_model() {
+        let device = Device::flex();
+        let garbage = Model::from_bytes(b"not a model at all", &device).unwrap_err();
+        assert!(matches!(garbage, LoadError::Format(_)), "{garbage}");
+
+        let bytes = Model::new(&device).to_bytes();
+        let truncated = Model::from_bytes(&bytes[..bytes.len() / 2], &device).unwrap_err();
+        assert!(matches!(truncated, LoadError::Format(_)), "{truncated}");
+
+        let other = Conv2dConfig::new([1, 8], [3, 3]).init(&device).into_record().into_bytes().unwrap();
+        let wrong_shape = Model::from_bytes(&other, &device).unwrap_err();
+        assert!(matches!(wrong_shape, LoadError::Shape(_)), "{wrong_shape}");
+    }
+}

@@ -1,0 +1,157 @@
+//! Random affine distortion of digits: rotation, scale, shear and translation.
+//!
+//! Every draw comes from a generator keyed by (seed, epoch, image index), so an image's
+//! distortion depends on nothing else: not on batch order, threads, or where a resumed run
+//! started.
+
+use burn::config::Config;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+use infer::IMAGE_SIZE;
+
+/// How far each distortion may go; every parameter is drawn uniformly in its range.
+#[derive(Config, Debug, PartialEq)]
+pub struct AugmentConfig {
+    /// Rotation, degrees either way.
+    #[config(default = 12.0)]
+    pub max_rotation_deg: f32,
+    /// Scale factor in `[1 - max_scale, 1 + max_scale]`.
+    #[config(default = 0.12)]
+    pub max_scale: f32,
+    /// Horizontal shear angle, degrees either way.
+    #[config(default = 10.0)]
+    pub max_shear_deg: f32,
+    /// Translation, pixels either way along each axis.
+    #[config(default = 2.5)]
+    pub max_shift_px: f32,
+}
+
+/// One drawn distortion: a 2x2 linear map and a shift, applied about the image centre.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Affine {
+    matrix: [[f32; 2]; 2],
+    shift: [f32; 2],
+}
+
+impl Affine {
+    pub const IDENTITY: Affine = Affine { matrix: [[1.0, 0.0], [0.0, 1.0]], shift: [0.0, 0.0] };
+
+    /// The distortion of image `index` in `epoch` for this `seed`.
+    pub fn draw(config: &AugmentConfig, seed: u64, epoch: usize, index: usize) -> Affine {
+        let mut rng = StdRng::seed_from_u64(key(seed, epoch as u64, index as u64));
+        let mut symmetric = |limit: f32| if limit > 0.0 { rng.random_range(-limit..=limit) } else { 0.0 };
+        let angle = symmetric(config.max_rotation_deg).to_radians();
+        let scale = 1.0 + symmetric(config.max_scale);
+        let shear = symmetric(config.max_shear_deg).to_radians().tan();
+        let shift = [symmetric(config.max_shift_px), symmetric(config.max_shift_px)];
+        let (sin, cos) = angle.sin_cos();
+        // rotation * shear * scale, in (x, y) coordinates.
+        let matrix = [
+            [scale * cos, scale * (cos * shear - sin)],
+            [scale * sin, scale * (sin * shear + cos)],
+        ];
+        Affine { matrix, shift }
+    }
+
+    /// Resamples a 28x28 grey image through this map (bilinear, zero outside), writing
+    /// `map(grey)` for each output pixel.
+    pub fn apply(&self, image: &[u8], out: &mut [f32], map: impl Fn(u8) -> f32) {
+        let n = IMAGE_SIZE;
+        let centre = (n as f32 - 1.0) / 2.0;
+        let [[a, b], [c, d]] = self.matrix;
+        let det = a * d - b * c;
+        // Inverse map: for each output pixel, where it comes from in the source.
+        let inv = [[d / det, -b / det], [-c / det, a / det]];
+        let pixel = |x: isize, y: isize| -> f32 {
+            if x < 0 || y < 0 || x >= n as isize || y >= n as isize {
+                0.0
+            } else {
+                image[y as usize * n + x as usize] as f32
+            }
+        };
+        for oy in 0..n {
+            for ox in 0..n {
+                let dx = ox as f32 - centre - self.shift[0];
+                let dy = oy as f32 - centre - self.shift[1];
+                let sx = inv[0][0] * dx + inv[0][1] * dy + centre;
+                let sy = inv[1][0] * dx + inv[1][1] * dy + centre;
+                let (x0, y0) = (sx.floor(), sy.floor());
+                let (fx, fy) = (sx - x0, sy - y0);
+                let (x0, y0) = (x0 as isize, y0 as isize);
+                let top = pixel(x0, y0) * (1.0 - fx) + pixel(x0 + 1, y0) * fx;
+                let bottom = pixel(x0, y0 + 1) * (1.0 - fx) + pixel(x0 + 1, y0 + 1) * fx;
+                let grey = top * (1.0 - fy) + bottom * fy;
+                out[oy * n + ox] = map(grey.round().clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+}
+
+/// SplitMix64 over the three inputs: nearby keys give unrelated generators.
+fn key(seed: u64, epoch: u64, index: u64) -> u64 {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    mix(mix(mix(seed) ^ epoch) ^ index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infer::PIXELS;
+
+    fn square() -> Vec<u8> {
+        let mut image = vec![0u8; PIXELS];
+        for y in 10..18 {
+            for x in 10..18 {
+                image[y * IMAGE_SIZE + x] = 255;
+            }
+        }
+        image
+    }
+
+    #[test]
+    fn identity_reproduces_the_image() {
+        let image = square();
+        let mut out = vec![0.0; PIXELS];
+        Affine::IDENTITY.apply(&image, &mut out, |g| g as f32);
+        assert!(out.iter().zip(&image).all(|(o, &i)| *o == i as f32));
+    }
+
+    #[test]
+    fn draws_depend_only_on_seed_epoch_and_index() {
+        let config = AugmentConfig::new();
+        let a = Affine::draw(&config, 7, 3, 100);
+        assert_eq!(a, Affine::draw(&config, 7, 3, 100));
+        assert_ne!(a, Affine::draw(&config, 7, 4, 100));
+        assert_ne!(a, Affine::draw(&config, 7, 3, 101));
+        assert_ne!(a, Affine::draw(&config, 8, 3, 100));
+    }
+
+    #[test]
+    fn a_shift_moves_the_ink() {
+        let image = square();
+        let mut out = vec![0.0; PIXELS];
+        let right = Affine { shift: [3.0, 0.0], ..Affine::IDENTITY };
+        right.apply(&image, &mut out, |g| g as f32);
+        assert_eq!(out[14 * IMAGE_SIZE + 20], 255.0);
+        assert_eq!(out[14 * IMAGE_SIZE + 11], 0.0);
+    }
+
+    #[test]
+    fn distortions_stay_within_bounds_and_keep_most_ink() {
+        let image = square();
+        let ink: f32 = image.iter().map(|&g| g as f32).sum();
+        let config = AugmentConfig::new();
+        for index in 0..200 {
+            let mut out = vec![0.0; PIXELS];
+            Affine::draw(&config, 1, 0, index).apply(&image, &mut out, |g| g as f32);
+            let moved: f32 = out.iter().sum();
+            // Scale is at most 12% either way, so area changes by under 30%.
+            assert!((0.7 * ink..1.3 * ink).contains(&moved), "index {index}: {moved} vs {ink}");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Training of the digit classifier defined in `infer`.
+//!
+//! Owns the MNIST files (find, download, verify, parse), augmentation, batching, the
+//! burn-train run, evaluation through `infer`, and the artifacts a run writes: `model.bin`,
+//! `metrics.json` and the plots. The `xtask` binary is the command line over this crate.
+
+pub mod artifacts;
+pub mod augment;
+pub mod data;
+pub mod eval;
+pub mod loader;
+pub mod model;
+pub mod progress;
+pub mod report;
+pub mod training;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,97 @@
+//! One line per epoch, for logs that are not a terminal (CI, `tee`, nohup).
+
+use std::time::Instant;
+
+use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
+use burn::train::metric::{MetricDefinition, MetricId};
+use burn::train::renderer::{
+    EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining,
+};
+
+/// A burn-train renderer that prints each epoch's final metrics and its duration.
+pub struct EpochLines {
+    total_epochs: usize,
+    epoch: usize,
+    started: Instant,
+    train: Vec<(MetricId, String)>,
+    valid: Vec<(MetricId, String)>,
+}
+
+impl EpochLines {
+    pub fn new() -> Self {
+        Self { total_epochs: 0, epoch: 1, started: Instant::now(), train: Vec::new(), valid: Vec::new() }
+    }
+
+    fn record(into: &mut Vec<(MetricId, String)>, state: MetricState) {
+        let entry = match state {
+            MetricState::Generic(entry) | MetricState::Numeric(entry, _) => entry,
+        };
+        let text = entry.serialized_entry.formatted;
+        match into.iter_mut().find(|(id, _)| *id == entry.metric_id) {
+            Some((_, old)) => *old = text,
+            None => into.push((entry.metric_id, text)),
+        }
+    }
+}
+
+impl Default for EpochLines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MetricsRendererTraining for EpochLines {
+    fn update_train(&mut self, state: MetricState) {
+        Self::record(&mut self.train, state);
+    }
+
+    fn update_valid(&mut self, state: MetricState) {
+        Self::record(&mut self.valid, state);
+    }
+}
+
+impl MetricsRendererEvaluation for EpochLines {
+    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
+}
+
+impl MetricsRenderer for EpochLines {
+    fn manual_close(&mut self) {}
+
+    fn register_metric(&mut self, _definition: MetricDefinition) {}
+}
+
+impl TrainingProgressLogger for EpochLines {
+    fn start(&mut self, total_epochs: usize, starting_epoch: usize, _items: Option<usize>, _label: Option<&str>) {
+        self.total_epochs = total_epochs;
+        self.epoch = starting_epoch;
+        self.started = Instant::now();
+    }
+
+    fn update_epoch(&mut self, epoch: usize) {
+        let join = |metrics: &Vec<(MetricId, String)>| metrics.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join(", ");
+        println!(
+            "epoch {epoch}/{} ({:.0} s) train: {} | valid: {}",
+            self.total_epochs,
+            self.started.elapsed().as_secs_f64(),
+            join(&self.train),
+            join(&self.valid),
+        );
+        self.epoch = epoch + 1;
+        self.started = Instant::now();
+    }
+
+    fn start_split(&mut self, _split: &str, _total_items: usize) {}
+    fn update_split(&mut self, _items_processed: usize) {}
+    fn end_split(&mut self) {}
+    fn end(&mut self) {}
+    fn log_event_training(&mut self, _event: String) {}
+}
+
+impl EvaluationProgressLogger for EpochLines {
+    fn start_global_progress(&mut self, _total_tests: usize) {}
+    fn start_test(&mut self, _name: &str, _total_items: usize) {}
+    fn update_test_progress(&mut self, _items_processed: usize) {}
+    fn end_test(&mut self) {}
+    fn end_global_progress(&mut self) {}
+    fn log_event_evaluation(&mut self, _event: String) {}
+}

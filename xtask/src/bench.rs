@@ -1,0 +1,206 @@
+//! `bench-train`: training-step and inference throughput, burn per backend and PyTorch.
+//!
+//! Rounds alternate between the contenders so that each sees the same machine load, and the
+//! ratio to PyTorch is taken from medians of the same run.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use burn::module::Module;
+use burn::optim::AdamWConfig;
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::train::Learner;
+use infer::{IMAGE_SIZE, PIXELS};
+use train::loader::MnistBatch;
+use train::model::Classifier;
+use train::training::Backend;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Training batch size (the recipe's).
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Timed training steps per round.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Rounds per contender, alternated; the median round counts.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Backends to measure.
+    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
+    backends: Vec<String>,
+    /// Skip PyTorch even when it is importable.
+    #[arg(long)]
+    no_torch: bool,
+}
+
+/// One contender's numbers, in images per second.
+#[derive(Default, Clone)]
+struct Throughput {
+    train: Vec<f64>,
+    infer_1: Vec<f64>,
+    infer_256: Vec<f64>,
+}
+
+pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
+    let mut contenders: Vec<(String, Box<dyn FnMut() -> anyhow::Result<[f64; 3]>>)> = Vec::new();
+    for name in &args.backends {
+        let backend = Backend::parse(name).with_context(|| format!("unknown backend {name:?}"))?;
+        let mut bench = BurnBench::new(backend, args.batch_size);
+        let steps = args.steps;
+        contenders.push((format!("burn {name}"), Box::new(move || Ok(bench.round(steps)))));
+    }
+    if !args.no_torch {
+        match TorchBench::start(args.batch_size, threads) {
+            Ok(mut torch) => {
+                let steps = args.steps;
+                contenders.push(("pytorch".into(), Box::new(move || torch.round(steps))));
+            }
+            Err(why) => println!("PyTorch not measured: {why}"),
+        }
+    }
+    if contenders.is_empty() {
+        bail!("nothing to measure");
+    }
+
+    println!(
+        "batch {} for training, {} threads, {} rounds of {} steps, alternating\n",
+        args.batch_size, threads, args.rounds, args.steps
+    );
+    let mut results = vec![Throughput::default(); contenders.len()];
+    for _ in 0..args.rounds {
+        for ((_, measure), result) in contenders.iter_mut().zip(&mut results) {
+            let [train, one, batch] = measure()?;
+            result.train.push(train);
+            result.infer_1.push(one);
+            result.infer_256.push(batch);
+        }
+    }
+
+    let torch_train = contenders.iter().zip(&results).find(|((n, _), _)| n == "pytorch").map(|(_, r)| median(&r.train));
+    println!("{:<14} {:>14} {:>10} {:>16} {:>18}", "", "train img/s", "vs torch", "infer b=1 ms/img", "infer b=256 img/s");
+    for ((name, _), result) in contenders.iter().zip(&results) {
+        let train = median(&result.train);
+        let ratio = torch_train.map_or("-".to_string(), |t| format!("{:.2}x", train / t));
+        println!(
+            "{name:<14} {train:>14.0} {ratio:>10} {:>16.3} {:>18.0}",
+            1000.0 / median(&result.infer_1),
+            median(&result.infer_256)
+        );
+    }
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+struct BurnBench {
+    device: Device,
+    learner: Learner<Classifier>,
+    batch: MnistBatch,
+    inference: infer::Model,
+}
+
+impl BurnBench {
+    fn new(backend: Backend, batch_size: usize) -> Self {
+        let device = backend.device().autodiff();
+        device.seed(0);
+        let learner = Learner::new(
+            Classifier { model: infer::Model::new(&device) },
+            AdamWConfig::new().init(),
+            ConstantLr::new(1e-3),
+        );
+        let batch = random_batch(batch_size, &device);
+        let plain = backend.device();
+        Self { inference: infer::Model::new(&plain).valid(), device, learner, batch }
+    }
+
+    /// Images per second: training step, inference at batch 1, inference at batch 256.
+    fn round(&mut self, steps: usize) -> [f64; 3] {
+        let step = |learner: &mut Learner<Classifier>, batch: &MnistBatch| {
+            learner.lr_step();
+            let output = learner.train_step(batch.clone());
+            learner.optimizer_step(output.grads);
+        };
+        step(&mut self.learner, &self.batch); // warm-up: allocations, kernels
+        let started = Instant::now();
+        for _ in 0..steps {
+            step(&mut self.learner, &self.batch);
+        }
+        let _ = self.device.sync();
+        let train = (steps * self.batch.targets.dims()[0]) as f64 / started.elapsed().as_secs_f64();
+
+        let plain = self.inference.devices()[0].clone();
+        let infer_rate = |batch: usize, repeats: usize| {
+            let pixels = vec![0.1f32; batch * PIXELS];
+            let _ = self.inference.probabilities(pixels.clone(), &plain);
+            let started = Instant::now();
+            for _ in 0..repeats {
+                let _ = self.inference.probabilities(pixels.clone(), &plain);
+            }
+            (batch * repeats) as f64 / started.elapsed().as_secs_f64()
+        };
+        [train, infer_rate(1, 200), infer_rate(256, 4)]
+    }
+}
+
+fn random_batch(batch: usize, device: &Device) -> MnistBatch {
+    let images = Tensor::<4>::random([batch, 1, IMAGE_SIZE, IMAGE_SIZE], Distribution::Normal(0.0, 1.0), device);
+    let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
+    MnistBatch { images, targets: Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), device) }
+}
+
+/// The same model and step in PyTorch, in a child process that measures on request.
+struct TorchBench {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TorchBench {
+    fn start(batch_size: usize, threads: usize) -> anyhow::Result<Self> {
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(&python)
+            .args(["-c", include_str!("bench_torch.py"), &batch_size.to_string(), &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {python}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut ready = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut ready)?;
+        if ready.trim() != "ready" {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().expect("piped"), &mut err)?;
+            bail!("{}", err.lines().last().unwrap_or("torch did not start"));
+        }
+        Ok(Self { child, stdin, stdout })
+    }
+
+    fn round(&mut self, steps: usize) -> anyhow::Result<[f64; 3]> {
+        writeln!(self.stdin, "{steps}")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line)?;
+        let values: Vec<f64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>()
+            .with_context(|| format!("unexpected reply from the torch benchmark: {line:?}"))?;
+        values.try_into().map_err(|_| anyhow::anyhow!("unexpected reply from the torch benchmark: {line:?}"))
+    }
+}
+
+impl Drop for TorchBench {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

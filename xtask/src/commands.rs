@@ -1,0 +1,201 @@
+//! `train` and `eval`.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use train::artifacts;
+use train::augment::AugmentConfig;
+use train::data::{self, Mnist, sha256_hex};
+use train::eval::{Evaluation, evaluate};
+use train::report::{self, Metrics};
+use train::training::{self, Backend, RunOptions, TrainingConfig};
+
+use crate::root;
+
+/// Where MNIST comes from (shared by every command that reads it).
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Folder holding the four IDX files (plain or .gz). Default: $MNIST_DATA_DIR, else the
+    /// user cache, downloaded and verified on first use.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    pub fn load(&self) -> anyhow::Result<Mnist> {
+        Ok(Mnist::load(self.data_dir.as_deref())?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Fixes initialisation, shuffling and augmentation.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 16)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Peak learning rate (one warm-up epoch, then cosine to zero).
+    #[arg(long, default_value_t = 3e-3)]
+    learning_rate: f64,
+    /// Train on only the first N training images (for quick checks).
+    #[arg(long, value_name = "N")]
+    train_images: Option<usize>,
+    /// Train without augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    #[arg(long, default_value = "flex", value_parser = clap::builder::PossibleValuesParser::new(Backend::NAMES))]
+    backend: String,
+    /// Minimum test accuracy; below it nothing in the output folder changes and the exit
+    /// status is non-zero.
+    #[arg(long, default_value_t = 0.99)]
+    target: f64,
+    /// Continue from the last complete checkpoint of an interrupted run of the same config.
+    #[arg(long)]
+    resume: bool,
+    /// Checkpoints and burn-train logs [default: target/train-run].
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Where model.bin, metrics.json and the plots go [default: artifacts].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
+    let backend = Backend::parse(&args.backend).expect("clap checked the name");
+    let mnist = args.data.load()?;
+    println!("MNIST verified in {}", mnist.source.display());
+    let augment = AugmentConfig::new();
+    let augment = if args.no_augment {
+        augment.with_max_rotation_deg(0.0).with_max_scale(0.0).with_max_shear_deg(0.0).with_max_shift_px(0.0)
+    } else {
+        augment
+    };
+    let config = TrainingConfig::new(augment)
+        .with_seed(args.seed)
+        .with_epochs(args.epochs)
+        .with_batch_size(args.batch_size)
+        .with_learning_rate(args.learning_rate)
+        .with_train_images(args.train_images);
+    let options = RunOptions {
+        run_dir: args.run_dir.unwrap_or_else(|| root().join("target/train-run")),
+        backend,
+        resume: args.resume,
+    };
+    let out = args.out.unwrap_or_else(|| root().join("artifacts"));
+
+    let trained = training::train(&config, &mnist, &options)?;
+    println!("trained in {:.0} s", trained.wall_seconds);
+
+    // Score the exact bytes that would ship, through the deployment code path.
+    let test = evaluate_bytes(&trained.model_bin, &mnist)?;
+    print_evaluation(&test);
+    let metrics = Metrics {
+        config: serde_json::from_str(&config.to_string())?,
+        seed: config.seed,
+        backend: backend.name().into(),
+        threads,
+        dataset_sha256: [data::TRAIN_IMAGES, data::TRAIN_LABELS, data::TEST_IMAGES, data::TEST_LABELS]
+            .iter()
+            .map(|f| (f.name.to_string(), f.sha256.to_string()))
+            .collect(),
+        epochs: trained.history.clone(),
+        train_seconds: trained.wall_seconds,
+        resumed_from_epoch: (trained.first_epoch > 1).then(|| trained.first_epoch - 1),
+        model_sha256: sha256_hex(&trained.model_bin),
+        model_bytes: trained.model_bin.len(),
+        test: test.clone(),
+    };
+    let files = [
+        ("model.bin", trained.model_bin),
+        ("metrics.json", serde_json::to_vec_pretty(&metrics)?),
+        ("training-curves.svg", report::training_curves_svg(&trained.history).map_err(|e| anyhow::anyhow!("{e}"))?.into_bytes()),
+        ("confusion.svg", report::confusion_svg(&test).map_err(|e| anyhow::anyhow!("{e}"))?.into_bytes()),
+        ("augmentation.png", report::augmentation_png(&config.splits(&mnist).0, &config.augment, config.seed, 10, 8)),
+    ];
+    if test.accuracy < args.target {
+        let aside = options.run_dir.join("rejected");
+        artifacts::replace_all(&aside, &files)?;
+        bail!(
+            "test accuracy {:.4} is below the target {:.4}; {} is unchanged, the candidate is in {}",
+            test.accuracy,
+            args.target,
+            out.display(),
+            aside.display()
+        );
+    }
+    artifacts::replace_all(&out, &files).with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {} (model sha256 {})", out.display(), metrics.model_sha256);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The weights to score [default: artifacts/model.bin].
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Minimum test accuracy; below it the exit status is non-zero.
+    #[arg(long, default_value_t = 0.99)]
+    target: f64,
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let path = args.model.unwrap_or_else(|| root().join("artifacts/model.bin"));
+    let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mnist = args.data.load()?;
+    let result = evaluate_bytes(&bytes, &mnist).with_context(|| format!("{} is not a usable model", path.display()))?;
+    println!("model {} (sha256 {})", path.display(), sha256_hex(&bytes));
+    print_evaluation(&result);
+    if result.accuracy < args.target {
+        bail!("test accuracy {:.4} is below the target {:.4}", result.accuracy, args.target);
+    }
+    println!("gate passed: {:.4} >= {:.4}", result.accuracy, args.target);
+    Ok(())
+}
+
+/// The committed model must pass the gate, then the workspace tests run (release: they train).
+pub fn test(args: EvalArgs) -> anyhow::Result<()> {
+    eval(args)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["test", "--release", "--workspace"])
+        .current_dir(root())
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+/// Loads weights with `infer` on its CPU backend and scores them on the test split.
+fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation> {
+    let device = burn::tensor::Device::flex();
+    let model = infer::Model::from_bytes(bytes, &device)?;
+    Ok(evaluate(&model, &mnist.test, &device))
+}
+
+fn print_evaluation(result: &Evaluation) {
+    println!(
+        "test accuracy {:.2}% ({} / {}), loss {:.4}",
+        100.0 * result.accuracy,
+        result.correct,
+        result.images,
+        result.loss
+    );
+    let per_class = result.per_class_accuracy();
+    println!("per class: {}", (0..10).map(|d| format!("{d}: {:.2}%", 100.0 * per_class[d])).collect::<Vec<_>>().join("  "));
+    println!("confusion (rows: true digit, columns: predicted)");
+    println!("      {}", (0..10).map(|d| format!("{d:>5}")).collect::<String>());
+    for (digit, row) in result.confusion.iter().enumerate() {
+        println!("  {digit:>2}  {}", row.iter().map(|n| format!("{n:>5}")).collect::<String>());
+    }
+}

@@ -1,0 +1,67 @@
+//! `cargo xtask <command>`: the one entry point for training, evaluation and benchmarks.
+//!
+//! Each command is a thin layer over the crate that owns the work (`train`, `infer`); this
+//! binary parses arguments, resolves paths against the repository root and sets up threads.
+
+mod bench;
+mod commands;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "MNIST pipeline: train, evaluate, benchmark")]
+struct Cli {
+    /// Worker threads for the CPU backends (default: all cores). Part of what makes a run
+    /// reproducible: the same seed and thread count give the same model bytes.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train on augmented MNIST, gate on test accuracy, write artifacts/.
+    Train(commands::TrainArgs),
+    /// Score a model file on all 10,000 test images.
+    Eval(commands::EvalArgs),
+    /// Measure training and inference throughput per backend (and PyTorch's, if installed).
+    BenchTrain(bench::BenchArgs),
+    /// What CI runs: the committed model against the gate, then every workspace test.
+    Test(commands::EvalArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
+        eprintln!("error: cannot start {threads} threads: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Train(args) => commands::train(args, threads),
+        Command::Eval(args) => commands::eval(args),
+        Command::BenchTrain(args) => bench::run(args, threads),
+        Command::Test(args) => commands::test(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root, so commands behave the same from any working directory.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root")
+}
+
+/// `path` as given if absolute, else relative to the repository root.
+pub fn from_root(path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { root().join(path) }
+}
