@@ -9,8 +9,11 @@
 extern crate alloc;
 
 mod model;
+pub mod preprocess;
+#[cfg(feature = "wasm")]
+mod wasm;
 
-pub use model::{LoadError, Model};
+pub use model::{LoadError, Model, Prediction};
 
 /// Side of the square input image, in pixels.
 pub const IMAGE_SIZE: usize = 28;
@@ -27,4 +30,9 @@ pub const PIXEL_STD: f32 = 0.3081;
 #[inline]
 pub fn normalize(grey: u8) -> f32 {
     (grey as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD
+}
+
+/// Index of the largest value, the first on ties: the predicted class of a probability row.
+pub fn argmax(values: &[f32]) -> usize {
+    (0..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best })
 }

@@ -33,6 +33,16 @@ pub struct Model {
     relu: Relu,
 }
 
+/// What the model made of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The most probable digit.
+    pub digit: usize,
+    pub probabilities: [f32; NUM_CLASSES],
+    /// The 28x28 grey image that was classified (0 = paper, 255 = ink).
+    pub input: [u8; PIXELS],
+}
+
 /// Why a weights file could not become a [`Model`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadError {
@@ -110,6 +120,13 @@ impl Model {
         let x = self.relu.forward(self.fc1.forward(x));
         let x = self.relu.forward(self.fc2.forward(x));
         self.fc3.forward(x)
+    }
+
+    /// Classifies one 28x28 grey image (0 = paper, 255 = ink), e.g. from [`crate::preprocess`].
+    pub fn classify(&self, grey: &[u8; PIXELS], device: &Device) -> Prediction {
+        let pixels = grey.iter().map(|&g| crate::normalize(g)).collect();
+        let probabilities = self.probabilities(pixels, device)[0];
+        Prediction { digit: crate::argmax(&probabilities), probabilities, input: *grey }
     }
 
     /// Class probabilities, one row of ten per image, for `batch` normalised images laid out

@@ -27,7 +27,7 @@ use crate::progress::EpochLines;
 /// The recipe. Everything that decides the weights is here, so a config and a seed pin a run.
 #[derive(Config, Debug)]
 pub struct TrainingConfig {
-    #[config(default = 16)]
+    #[config(default = 12)]
     pub epochs: usize,
     #[config(default = 128)]
     pub batch_size: usize,

@@ -16,7 +16,7 @@ use train::training::{self, Backend, RunOptions, TrainingConfig};
 use crate::root;
 
 /// Where MNIST comes from (shared by every command that reads it).
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct DataArgs {
     /// Folder holding the four IDX files (plain or .gz). Default: $MNIST_DATA_DIR, else the
     /// user cache, downloaded and verified on first use.
@@ -34,16 +34,18 @@ impl DataArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// Fixes initialisation, shuffling and augmentation.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    #[arg(long, default_value_t = 16)]
-    epochs: usize,
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    /// Peak learning rate (one warm-up epoch, then cosine to zero).
-    #[arg(long, default_value_t = 3e-3)]
-    learning_rate: f64,
+    /// Fixes initialisation, shuffling and augmentation [default: 42].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// [default: 12]
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// [default: 128]
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate: one warm-up epoch, then a cosine to zero [default: 0.003].
+    #[arg(long)]
+    learning_rate: Option<f64>,
     /// Train on only the first N training images (for quick checks).
     #[arg(long, value_name = "N")]
     train_images: Option<usize>,
@@ -77,12 +79,12 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     } else {
         augment
     };
-    let config = TrainingConfig::new(augment)
-        .with_seed(args.seed)
-        .with_epochs(args.epochs)
-        .with_batch_size(args.batch_size)
-        .with_learning_rate(args.learning_rate)
-        .with_train_images(args.train_images);
+    // Defaults live in TrainingConfig alone; flags only override.
+    let mut config = TrainingConfig::new(augment).with_train_images(args.train_images);
+    config.seed = args.seed.unwrap_or(config.seed);
+    config.epochs = args.epochs.unwrap_or(config.epochs);
+    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
     let options = RunOptions {
         run_dir: args.run_dir.unwrap_or_else(|| root().join("target/train-run")),
         backend,
@@ -161,8 +163,10 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The committed model must pass the gate, then the workspace tests run (release: they train).
+/// The committed model must pass the gate, the workspace tests run (release: they train),
+/// and the page is driven end to end in headless Chromium.
 pub fn test(args: EvalArgs) -> anyhow::Result<()> {
+    let mnist = args.data.load()?;
     eval(args)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
@@ -173,11 +177,13 @@ pub fn test(args: EvalArgs) -> anyhow::Result<()> {
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
-    Ok(())
+    // The gate was just checked above.
+    crate::web::build_web(&crate::web::BuildWebArgs { no_gate: true, target: 0.0, data: DataArgs::default() })?;
+    crate::web::end_to_end(&mnist)
 }
 
 /// Loads weights with `infer` on its CPU backend and scores them on the test split.
-fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation> {
+pub fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation> {
     let device = burn::tensor::Device::flex();
     let model = infer::Model::from_bytes(bytes, &device)?;
     Ok(evaluate(&model, &mnist.test, &device))

@@ -5,6 +5,9 @@
 
 mod bench;
 mod commands;
+mod predict;
+mod serve;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "MNIST pipeline: train, evaluate, benchmark")]
+#[command(name = "cargo xtask", about = "MNIST pipeline: train, evaluate, ship to the browser, benchmark")]
 struct Cli {
     /// Worker threads for the CPU backends (default: all cores). Part of what makes a run
     /// reproducible: the same seed and thread count give the same model bytes.
@@ -30,7 +33,16 @@ enum Command {
     Eval(commands::EvalArgs),
     /// Measure training and inference throughput per backend (and PyTorch's, if installed).
     BenchTrain(bench::BenchArgs),
-    /// What CI runs: the committed model against the gate, then every workspace test.
+    /// Install the tools the browser build and its test use (npm packages, wasm-bindgen-cli).
+    Setup,
+    /// Build the browser bundle (artifacts/web/) from the committed model.
+    BuildWeb(web::BuildWebArgs),
+    /// Serve the browser bundle, rebuilding it first if it is stale.
+    Serve(serve::ServeArgs),
+    /// Classify PNG/JPEG files with the committed model.
+    Predict(predict::PredictArgs),
+    /// What CI runs: the committed model against the gate, every workspace test, and the
+    /// page end to end in headless Chromium.
     Test(commands::EvalArgs),
 }
 
@@ -45,6 +57,10 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train(args, threads),
         Command::Eval(args) => commands::eval(args),
         Command::BenchTrain(args) => bench::run(args, threads),
+        Command::Setup => web::setup(),
+        Command::BuildWeb(args) => web::build_web(&args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Predict(args) => predict::predict(args),
         Command::Test(args) => commands::test(args),
     };
     match result {
@@ -65,3 +81,8 @@ pub fn root() -> &'static Path {
 pub fn from_root(path: &Path) -> PathBuf {
     if path.is_absolute() { path.to_path_buf() } else { root().join(path) }
 }
+
+// glibc hands every large freed activation back to the kernel and faults it in again on the
+// next step; mimalloc keeps them, which makes a training step about 15% faster here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

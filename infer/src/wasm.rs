@@ -1,0 +1,109 @@
+//! The browser API (feature `wasm`): a classifier over the weights embedded at build time.
+//!
+//! Every entry point checks its input and answers a wrong one with a JavaScript exception
+//! that says what was expected, so no input can reach a panic or a wasm trap.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use burn::tensor::Device;
+use wasm_bindgen::prelude::*;
+
+use crate::preprocess::{ink_from_rgba, to_mnist};
+use crate::{Model, PIXELS, Prediction};
+
+/// The weights this bundle was built from (`artifacts/model.bin` at build time).
+static MODEL_BIN: &[u8] = include_bytes!("../../artifacts/model.bin");
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance)]
+    fn now() -> f64;
+}
+
+/// Loads the embedded model once; classifies canvases or ready 28x28 images.
+#[wasm_bindgen]
+pub struct Classifier {
+    model: Model,
+    device: Device,
+}
+
+#[wasm_bindgen]
+impl Classifier {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Result<Classifier, JsError> {
+        let device = Device::flex();
+        let model = Model::from_bytes(MODEL_BIN, &device).map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(Classifier { model, device })
+    }
+
+    /// Which burn backend runs the model.
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        "flex (cpu, wasm simd128)".into()
+    }
+
+    /// Bytes of weights embedded in this bundle.
+    #[wasm_bindgen(getter, js_name = weightBytes)]
+    pub fn weight_bytes(&self) -> usize {
+        MODEL_BIN.len()
+    }
+
+    /// Classifies an RGBA buffer (e.g. `ImageData.data` of a canvas), `width` x `height`.
+    #[wasm_bindgen(js_name = classifyRgba)]
+    pub fn classify_rgba(&self, rgba: &[u8], width: usize, height: usize) -> Result<JsPrediction, JsError> {
+        let started = now();
+        let ink = ink_from_rgba(rgba, width, height).map_err(|e| JsError::new(&e.to_string()))?;
+        let input = to_mnist(&ink, width, height).map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(self.finish(&input, started))
+    }
+
+    /// Classifies a ready 28x28 grey image (784 bytes, 0 = paper, 255 = ink).
+    #[wasm_bindgen(js_name = classifyMnist)]
+    pub fn classify_mnist(&self, grey: &[u8]) -> Result<JsPrediction, JsError> {
+        let started = now();
+        let input: &[u8; PIXELS] = grey
+            .try_into()
+            .map_err(|_| JsError::new(&alloc::format!("a 28x28 image needs {PIXELS} bytes, got {}", grey.len())))?;
+        Ok(self.finish(input, started))
+    }
+
+    fn finish(&self, input: &[u8; PIXELS], started: f64) -> JsPrediction {
+        let prediction = self.model.classify(input, &self.device);
+        JsPrediction { prediction, millis: now() - started }
+    }
+}
+
+/// One classification, as JavaScript sees it.
+#[wasm_bindgen(js_name = Prediction)]
+pub struct JsPrediction {
+    prediction: Prediction,
+    millis: f64,
+}
+
+#[wasm_bindgen(js_class = Prediction)]
+impl JsPrediction {
+    /// The most probable digit.
+    #[wasm_bindgen(getter)]
+    pub fn digit(&self) -> usize {
+        self.prediction.digit
+    }
+
+    /// The ten class probabilities.
+    #[wasm_bindgen(getter)]
+    pub fn probabilities(&self) -> Vec<f32> {
+        self.prediction.probabilities.to_vec()
+    }
+
+    /// The 28x28 grey image the model saw.
+    #[wasm_bindgen(getter)]
+    pub fn input(&self) -> Vec<u8> {
+        self.prediction.input.to_vec()
+    }
+
+    /// Milliseconds from the call to the answer, preprocessing included.
+    #[wasm_bindgen(getter)]
+    pub fn millis(&self) -> f64 {
+        self.millis
+    }
+}

@@ -1,0 +1,133 @@
+// The page: a drawing pad whose ink is classified live by the wasm module built from `infer`.
+import init, { Classifier } from "./infer.js";
+
+const pad = document.getElementById("pad");
+const seen = document.getElementById("seen");
+const status = document.getElementById("status");
+const bars = document.getElementById("bars");
+const ctx = pad.getContext("2d", { willReadFrequently: true });
+const BRUSH = 20;
+const DEBOUNCE_MS = 40;
+
+const fills = [];
+for (let digit = 0; digit < 10; digit++) {
+  const item = document.createElement("li");
+  item.innerHTML = `<span>${digit}</span><span class="track"><span class="fill"></span></span><span class="value">–</span>`;
+  bars.append(item);
+  fills.push(item);
+}
+
+function showError(message) {
+  status.textContent = message;
+  status.classList.add("error");
+}
+
+let classifier = null;
+try {
+  await init();
+  classifier = new Classifier();
+  document.getElementById("backend").textContent = classifier.backend;
+  status.textContent = "Ready: draw a digit.";
+} catch (error) {
+  showError(`The model could not be loaded: ${error.message ?? error}`);
+}
+
+function clear() {
+  ctx.clearRect(0, 0, pad.width, pad.height);
+  document.getElementById("digit").textContent = "?";
+  document.getElementById("confidence").textContent = "";
+  for (const item of fills) {
+    item.classList.remove("top");
+    item.querySelector(".fill").style.width = "0";
+    item.querySelector(".value").textContent = "–";
+  }
+  seen.getContext("2d").clearRect(0, 0, 28, 28);
+  if (classifier) status.textContent = "Ready: draw a digit.";
+}
+
+function classify() {
+  if (!classifier) return;
+  const image = ctx.getImageData(0, 0, pad.width, pad.height);
+  let prediction;
+  try {
+    prediction = classifier.classifyRgba(image.data, image.width, image.height);
+  } catch (error) {
+    // An empty pad is not an error worth showing; anything else is.
+    if (!String(error.message).includes("no ink")) showError(error.message);
+    return;
+  }
+  show(prediction);
+  prediction.free();
+}
+
+function show(prediction) {
+  const probabilities = prediction.probabilities;
+  const digit = prediction.digit;
+  document.getElementById("digit").textContent = digit;
+  document.getElementById("confidence").textContent = `${(100 * probabilities[digit]).toFixed(1)}% sure`;
+  probabilities.forEach((p, d) => {
+    fills[d].classList.toggle("top", d === digit);
+    fills[d].querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
+    fills[d].querySelector(".value").textContent = `${(100 * p).toFixed(1)}%`;
+    fills[d].dataset.probability = p;
+  });
+  const input = prediction.input;
+  const picture = new ImageData(28, 28);
+  for (let i = 0; i < input.length; i++) {
+    picture.data.set([input[i], input[i], input[i], 255], 4 * i);
+  }
+  seen.getContext("2d").putImageData(picture, 0, 0);
+  document.getElementById("time").textContent = `${prediction.millis.toFixed(2)} ms`;
+  status.classList.remove("error");
+  status.textContent = "";
+}
+
+let timer = 0;
+function classifySoon() {
+  clearTimeout(timer);
+  timer = setTimeout(classify, DEBOUNCE_MS);
+}
+
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return [(event.clientX - box.left) * (pad.width / box.width), (event.clientY - box.top) * (pad.height / box.height)];
+}
+
+let drawing = false;
+pad.addEventListener("pointerdown", (event) => {
+  drawing = true;
+  pad.setPointerCapture(event.pointerId);
+  const [x, y] = point(event);
+  ctx.lineWidth = BRUSH;
+  ctx.lineCap = ctx.lineJoin = "round";
+  ctx.strokeStyle = "#000";
+  ctx.beginPath();
+  ctx.moveTo(x, y);
+  ctx.lineTo(x, y);
+  ctx.stroke();
+  event.preventDefault();
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  const [x, y] = point(event);
+  ctx.lineTo(x, y);
+  ctx.stroke();
+  classifySoon();
+});
+for (const end of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(end, () => {
+    if (!drawing) return;
+    drawing = false;
+    classifySoon();
+  });
+}
+pad.addEventListener("keydown", (event) => {
+  if (["Delete", "Backspace", "Escape"].includes(event.key)) {
+    clear();
+    event.preventDefault();
+  }
+});
+document.getElementById("clear").addEventListener("click", clear);
+
+// For tests and benchmarks driving the page.
+window.digitReader = { classifier, ready: classifier !== null };

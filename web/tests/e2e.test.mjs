@@ -1,0 +1,87 @@
+// The page end to end in headless Chromium: real pointer strokes that trace MNIST test
+// digits, read back from the page. Run by `cargo xtask test`, which serves the bundle and
+// writes the digits; BASE_URL, DIGITS_JSON and CHROMIUM come from it.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const BASE_URL = process.env.BASE_URL;
+const digits = JSON.parse(readFileSync(process.env.DIGITS_JSON, "utf8"));
+let browser, page;
+const consoleErrors = [];
+const requests = [];
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  page = await browser.newPage({ viewport: { width: 900, height: 800 } });
+  page.on("console", (message) => { if (message.type() === "error") consoleErrors.push(message.text()); });
+  page.on("pageerror", (error) => consoleErrors.push(String(error)));
+  page.on("request", (request) => requests.push(request.url()));
+  await page.goto(BASE_URL);
+  await page.waitForFunction(() => window.digitReader?.ready === true, null, { timeout: 20000 });
+});
+
+after(async () => { await browser?.close(); });
+
+/// Strokes along each row's runs of ink, scaled up onto the pad: how a person would fill in
+/// the digit with a thick pen.
+async function draw(pixels) {
+  const box = await page.locator("#pad").boundingBox();
+  const scale = box.width / 28;
+  const at = (x, y) => [box.x + (x + 0.5) * scale, box.y + (y + 0.5) * scale];
+  for (let y = 0; y < 28; y++) {
+    let x = 0;
+    while (x < 28) {
+      if (pixels[y * 28 + x] < 128) { x++; continue; }
+      const start = x;
+      while (x < 28 && pixels[y * 28 + x] >= 128) x++;
+      await page.mouse.move(...at(start, y));
+      await page.mouse.down();
+      await page.mouse.move(...at(x - 1, y), { steps: 2 });
+      await page.mouse.up();
+    }
+  }
+}
+
+async function readPrediction() {
+  await page.waitForFunction(() => document.getElementById("digit").textContent !== "?");
+  await page.waitForTimeout(120); // let the last debounced update land
+  return page.evaluate(() => ({
+    digit: Number(document.getElementById("digit").textContent),
+    probabilities: [...document.querySelectorAll("#bars li")].map((li) => Number(li.dataset.probability)),
+    backend: document.getElementById("backend").textContent,
+  }));
+}
+
+test("reads digits drawn with pointer strokes", async () => {
+  let correct = 0;
+  const seen = [];
+  for (const { label, pixels } of digits) {
+    await page.click("#clear");
+    await draw(pixels);
+    const prediction = await readPrediction();
+    const sum = prediction.probabilities.reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(sum - 1) < 1e-4, `probabilities sum to ${sum}`);
+    seen.push(`${label}->${prediction.digit}`);
+    if (prediction.digit === label) correct++;
+  }
+  console.log(`read ${correct} of ${digits.length} drawn digits: ${seen.join(" ")}`);
+  assert.ok(correct >= 18, `only ${correct} of ${digits.length} right`);
+});
+
+test("clears with the keyboard", async () => {
+  await page.focus("#pad");
+  await page.keyboard.press("Escape");
+  assert.equal(await page.textContent("#digit"), "?");
+});
+
+test("logs no console error and fetches nothing beyond its own server", () => {
+  assert.deepEqual(consoleErrors, []);
+  const outside = requests.filter((url) => !url.startsWith(BASE_URL));
+  assert.deepEqual(outside, []);
+});

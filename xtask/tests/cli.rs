@@ -1,0 +1,150 @@
+//! The command line as a user meets it: bad input is refused by name, with a failing exit
+//! status, and a run that misses the gate changes nothing.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("xtask runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The MNIST folder CI provides; tests that need it fail in CI and skip elsewhere.
+fn mnist_dir() -> Option<String> {
+    let dir = std::env::var("MNIST_DATA_DIR").ok().map(PathBuf::from).filter(|d| d.is_dir());
+    assert!(dir.is_some() || std::env::var_os("CI").is_none(), "CI must set MNIST_DATA_DIR");
+    dir.map(|d| d.display().to_string())
+}
+
+#[test]
+fn eval_refuses_a_corrupt_model_file() {
+    let Some(data) = mnist_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.bin");
+    fs::write(&model, b"these bytes are not a model").unwrap();
+    let output = xtask(&["eval", "--data-dir", &data, "--model", model.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("model.bin") && message.contains("not a model record"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+}
+
+#[test]
+fn eval_names_the_missing_data_file() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = xtask(&["eval", "--data-dir", empty.path().to_str().unwrap()]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("train-images-idx3-ubyte") && message.contains("not found"), "{message}");
+}
+
+#[test]
+fn a_run_below_the_target_leaves_the_artifacts_alone() {
+    let Some(data) = mnist_dir() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("artifacts");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("model.bin"), b"previous model").unwrap();
+    let run_dir = work.path().join("run");
+    let output = xtask(&[
+        "train", "--data-dir", &data, "--epochs", "1", "--train-images", "500", "--target", "0.999",
+        "--out", out.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("below the target"), "{}", stderr(&output));
+    assert_eq!(fs::read(out.join("model.bin")).unwrap(), b"previous model");
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 1, "nothing else was written");
+    assert!(run_dir.join("rejected/model.bin").is_file(), "the candidate is kept aside");
+}
+
+/// A running `xtask serve --dir` on a free port; stopped with SIGINT like Ctrl-C.
+struct Server {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["serve", "--port", "0", "--dir", dir.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the server prints its URL");
+        Server { child, address: url.trim_start_matches("http://").trim_end_matches('/').to_string() }
+    }
+
+    /// Status line and headers (lower-cased names) of a GET of the raw `target`.
+    fn get(&self, target: &str, accept_gzip: bool) -> (u16, Vec<(String, String)>) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
+        let encoding = if accept_gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+        write!(stream, "GET {target} HTTP/1.1\r\nHost: {}\r\n{encoding}Connection: close\r\n\r\n", self.address).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let text = String::from_utf8_lossy(&response);
+        let head = text.split("\r\n\r\n").next().unwrap();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        (status, headers)
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn serve_answers_like_a_static_file_server_and_stops_cleanly() {
+    let root = tempfile::tempdir().unwrap();
+    let site = root.path().join("site");
+    fs::create_dir(&site).unwrap();
+    fs::write(site.join("index.html"), "<!doctype html><title>t</title>".repeat(100)).unwrap();
+    fs::write(site.join("infer_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    fs::write(root.path().join("secret.txt"), "outside the site").unwrap();
+    let mut server = Server::start(&site);
+
+    let (status, headers) = server.get("/", false);
+    assert_eq!(status, 200);
+    assert!(header(&headers, "content-type").unwrap().starts_with("text/html"));
+    assert_eq!(header(&headers, "cache-control"), Some("no-cache"));
+
+    let (status, headers) = server.get("/infer_bg.wasm", false);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("application/wasm"));
+
+    let (_, headers) = server.get("/index.html", true);
+    assert_eq!(header(&headers, "content-encoding"), Some("gzip"));
+
+    assert_eq!(server.get("/missing.js", false).0, 404);
+    for climb in ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/%2E%2E%2Fsecret.txt"] {
+        let (status, _) = server.get(climb, false);
+        assert!(status == 404 || status == 400, "{climb} answered {status}");
+    }
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C should stop the server cleanly, got {status}");
+}
+
+#[test]
+fn predict_names_a_file_that_is_not_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.png");
+    fs::write(&text, "just text").unwrap();
+    let output = xtask(&["predict", text.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("notes.png"), "{}", stderr(&output));
+}
