@@ -154,6 +154,7 @@ fn transpose(image: &[f32], width: usize, height: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
 
     /// A `width` x `height` ink map with a filled rectangle.
     fn rectangle(width: usize, height: usize, x: core::ops::Range<usize>, y: core::ops::Range<usize>) -> Vec<f32> {

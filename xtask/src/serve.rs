@@ -1,5 +1,6 @@
 //! `serve`: the browser bundle over HTTP on this machine, rebuilt first when stale.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -46,7 +47,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
         println!("serving {} at http://{}/ (Ctrl-C stops)", dir.display(), listener.local_addr()?);
         axum::serve(listener, router(dir)).with_graceful_shutdown(ctrl_c()).await?;
-        println!("stopped");
+        // Whoever started the server may have stopped reading its output by now.
+        let _ = writeln!(std::io::stdout(), "stopped");
         anyhow::Ok(())
     })
 }

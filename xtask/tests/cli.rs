@@ -65,6 +65,7 @@ fn a_run_below_the_target_leaves_the_artifacts_alone() {
 struct Server {
     child: std::process::Child,
     address: String,
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
@@ -76,9 +77,11 @@ impl Server {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the server prints its URL");
-        Server { child, address: url.trim_start_matches("http://").trim_end_matches('/').to_string() }
+        let address = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+        Server { child, address, _stdout: stdout }
     }
 
     /// Status line and headers (lower-cased names) of a GET of the raw `target`.
