@@ -169,7 +169,18 @@ pub fn test(args: EvalArgs) -> anyhow::Result<()> {
     let mnist = args.data.load()?;
     eval(args)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    // What `cargo run` set for this binary would change build-script fingerprints (ring's)
+    // and make the two cargo invocations rebuild each other's crates.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CARGO_PKG_")
+            || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"]
+                .contains(&name.as_str())
+        {
+            command.env_remove(name);
+        }
+    }
+    let status = command
         .args(["test", "--release", "--workspace"])
         .current_dir(root())
         .status()

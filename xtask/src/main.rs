@@ -39,6 +39,8 @@ enum Command {
     BuildWeb(web::BuildWebArgs),
     /// Serve the browser bundle, rebuilding it first if it is stale.
     Serve(serve::ServeArgs),
+    /// Measure classification latency and load time in headless Chromium, and bundle sizes.
+    BenchWeb(web::BuildWebArgs),
     /// Classify PNG/JPEG files with the committed model.
     Predict(predict::PredictArgs),
     /// What CI runs: the committed model against the gate, every workspace test, and the
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Setup => web::setup(),
         Command::BuildWeb(args) => web::build_web(&args),
         Command::Serve(args) => serve::serve(args),
+        Command::BenchWeb(args) => web::bench_web(&args),
         Command::Predict(args) => predict::predict(args),
         Command::Test(args) => commands::test(args),
     };

@@ -67,3 +67,44 @@ pub fn router(dir: PathBuf) -> Router {
 async fn ctrl_c() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// A server on a free loopback port in a thread of this process, stopped when dropped. For
+/// tests and benchmarks, which must not depend on this binary staying on disk while
+/// `cargo test` rebuilds it.
+pub struct Background {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Background {
+    pub fn start(dir: PathBuf) -> anyhow::Result<Background> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                axum::serve(listener, router(dir)).with_graceful_shutdown(shutdown).await?;
+                anyhow::Ok(())
+            })
+        });
+        Ok(Background { url, stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -195,34 +195,40 @@ fn print_sizes(files: &[(&str, Vec<u8>)], weight_bytes: usize) {
 /// Serves the bundle on a free loopback port and runs `web/tests/e2e.test.mjs` against it
 /// with the first 20 test digits.
 pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
-    use std::io::BufRead;
-
     let digits: Vec<serde_json::Value> = (0..20)
         .map(|i| serde_json::json!({ "label": mnist.test.labels[i], "pixels": mnist.test.image(i) }))
         .collect();
     let fixture = tempfile::NamedTempFile::new()?;
     fs::write(fixture.path(), serde_json::to_vec(&digits)?)?;
-
-    let mut server = Command::new(std::env::current_exe()?)
-        .args(["serve", "--port", "0", "--dir"])
-        .arg(bundle_dir())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("cannot start the server")?;
-    let mut first_line = String::new();
-    std::io::BufReader::new(server.stdout.take().expect("piped")).read_line(&mut first_line)?;
-    let url = first_line.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_string);
-    let result = match url {
-        Some(url) => run(Command::new("node")
+    with_server(|url| {
+        run(Command::new("node")
             .current_dir(root())
             .args(["--test", "--test-reporter=tap", "web/tests/e2e.test.mjs"])
             .env("BASE_URL", url)
-            .env("DIGITS_JSON", fixture.path())),
-        None => Err(anyhow::anyhow!("the server did not say where it listens: {first_line:?}")),
-    };
-    let _ = server.kill();
-    let _ = server.wait();
-    result
+            .env("DIGITS_JSON", fixture.path()))
+    })
+}
+
+/// `bench-web`: latency in headless Chromium (`web/tests/bench.mjs`), then the bundle sizes.
+pub fn bench_web(args: &BuildWebArgs) -> anyhow::Result<()> {
+    if bundle_is_stale() {
+        build_web(args)?;
+    }
+    with_server(|url| run(Command::new("node").current_dir(root()).arg("web/tests/bench.mjs").env("BASE_URL", url)))?;
+    let files: Vec<(String, Vec<u8>)> = fs::read_dir(bundle_dir())?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().is_file())
+        .map(|entry| Ok((entry.file_name().to_string_lossy().into_owned(), fs::read(entry.path())?)))
+        .collect::<std::io::Result<_>>()?;
+    let named: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    print_sizes(&named, fs::metadata(root().join("artifacts/model.bin"))?.len() as usize);
+    Ok(())
+}
+
+/// Runs `work` with the URL of the bundle served on a free loopback port.
+fn with_server(work: impl FnOnce(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let server = crate::serve::Background::start(bundle_dir())?;
+    work(&server.url)
 }
 
 /// Everything the browser build and its test need beyond Rust: the npm tools (wasm-opt,

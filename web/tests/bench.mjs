@@ -1,0 +1,59 @@
+// `cargo xtask bench-web`: classification latency and time to first prediction in headless
+// Chromium, against the bundle served at BASE_URL. Prints one line per measurement.
+import { chromium } from "playwright-core";
+
+const RUNS = Number(process.env.RUNS ?? 300);
+const WARMUP = 30;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+const page = await browser.newPage();
+await page.goto(process.env.BASE_URL);
+await page.waitForFunction(() => window.digitReader?.ready === true);
+
+const result = await page.evaluate(({ runs, warmup }) => {
+  const { classifier } = window.digitReader;
+  // A thick "7" on the 280x280 pad, as the page would pass it.
+  const canvas = new OffscreenCanvas(280, 280);
+  const ctx = canvas.getContext("2d");
+  ctx.lineWidth = 20;
+  ctx.lineCap = "round";
+  ctx.beginPath();
+  ctx.moveTo(70, 60);
+  ctx.lineTo(210, 60);
+  ctx.lineTo(120, 230);
+  ctx.stroke();
+  const rgba = ctx.getImageData(0, 0, 280, 280).data;
+  const first = classifier.classifyRgba(rgba, 280, 280);
+  const firstPredictionMs = performance.now(); // since navigation started
+  const mnist = first.input;
+  first.free();
+
+  const time = (call) => {
+    for (let i = 0; i < warmup; i++) call().free();
+    const samples = [];
+    for (let i = 0; i < runs; i++) {
+      const start = performance.now();
+      const prediction = call();
+      samples.push(performance.now() - start);
+      prediction.free();
+    }
+    samples.sort((a, b) => a - b);
+    return { median: samples[Math.floor(runs / 2)], p10: samples[Math.floor(runs / 10)], p90: samples[Math.floor(runs * 0.9)] };
+  };
+  return {
+    firstPredictionMs,
+    canvas: time(() => classifier.classifyRgba(rgba, 280, 280)),
+    model: time(() => classifier.classifyMnist(mnist)),
+    backend: classifier.backend,
+  };
+}, { runs: RUNS, warmup: WARMUP });
+await browser.close();
+
+const ms = (x) => `${x.toFixed(3)} ms`;
+console.log(`backend: ${result.backend}; ${RUNS} runs after ${WARMUP} warm-up`);
+console.log(`classify 280x280 canvas (preprocess + model): median ${ms(result.canvas.median)}, p10 ${ms(result.canvas.p10)}, p90 ${ms(result.canvas.p90)}`);
+console.log(`classify ready 28x28 input (model only):      median ${ms(result.model.median)}, p10 ${ms(result.model.p10)}, p90 ${ms(result.model.p90)}`);
+console.log(`navigation to first prediction: ${ms(result.firstPredictionMs)}`);
