@@ -162,12 +162,12 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     let device = options.backend.device().autodiff();
     device.seed(config.seed);
     let first_epoch = last_epoch.map_or(1, |epoch| epoch + 1);
+    let steps_per_epoch = train_split.len().div_ceil(config.batch_size);
     let shuffled = Order::Shuffled { seed: config.seed, augment: Some(config.augment.clone()) };
     let train_loader = MnistLoader::new(Arc::new(train_split), config.batch_size, shuffled, first_epoch, device.clone());
     let valid_loader =
         MnistLoader::new(Arc::new(valid_split), 500, Order::Sequential, first_epoch, options.backend.device());
 
-    let steps_per_epoch = train_loader_steps(config, mnist);
     let learner = Learner::new(
         Classifier { model: infer::Model::new(&device) },
         AdamWConfig::new().with_weight_decay(config.weight_decay).init(),
@@ -202,11 +202,6 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
         wall_seconds,
         first_epoch,
     })
-}
-
-fn train_loader_steps(config: &TrainingConfig, mnist: &Mnist) -> usize {
-    let (train_split, _) = config.splits(mnist);
-    train_split.len().div_ceil(config.batch_size)
 }
 
 /// Linear warm-up to the peak, then a cosine to zero, stepped once per batch.

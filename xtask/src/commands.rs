@@ -150,16 +150,21 @@ pub struct EvalArgs {
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
-    let path = args.model.unwrap_or_else(|| root().join("artifacts/model.bin"));
-    let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let mnist = args.data.load()?;
-    let result = evaluate_bytes(&bytes, &mnist).with_context(|| format!("{} is not a usable model", path.display()))?;
+    gate(args.model, args.target, &mnist)
+}
+
+/// Scores a model file (default: the committed one) and fails under `target`.
+fn gate(model: Option<PathBuf>, target: f64, mnist: &Mnist) -> anyhow::Result<()> {
+    let path = model.unwrap_or_else(|| root().join("artifacts/model.bin"));
+    let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let result = evaluate_bytes(&bytes, mnist).with_context(|| format!("{} is not a usable model", path.display()))?;
     println!("model {} (sha256 {})", path.display(), sha256_hex(&bytes));
     print_evaluation(&result);
-    if result.accuracy < args.target {
-        bail!("test accuracy {:.4} is below the target {:.4}", result.accuracy, args.target);
+    if result.accuracy < target {
+        bail!("test accuracy {:.4} is below the target {:.4}", result.accuracy, target);
     }
-    println!("gate passed: {:.4} >= {:.4}", result.accuracy, args.target);
+    println!("gate passed: {:.4} >= {:.4}", result.accuracy, target);
     Ok(())
 }
 
@@ -167,7 +172,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
 /// and the page is driven end to end in headless Chromium.
 pub fn test(args: EvalArgs) -> anyhow::Result<()> {
     let mnist = args.data.load()?;
-    eval(args)?;
+    gate(args.model, args.target, &mnist)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = std::process::Command::new(cargo);
     // What `cargo run` set for this binary would change build-script fingerprints (ring's)

@@ -173,18 +173,18 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn gzip_len(bytes: &[u8]) -> usize {
+fn gzip_len(bytes: &[u8]) -> usize {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
     encoder.write_all(bytes).expect("gzip into memory");
     encoder.finish().expect("gzip into memory").len()
 }
 
-fn print_sizes(files: &[(&str, Vec<u8>)], weight_bytes: usize) {
+fn print_sizes(files: &[(impl AsRef<str>, Vec<u8>)], weight_bytes: usize) {
     println!("\n{:<16} {:>12} {:>12}", "file", "bytes", "gzip -9");
     let (mut raw, mut zipped) = (0, 0);
     for (name, bytes) in files {
         let gz = gzip_len(bytes);
-        println!("{name:<16} {:>12} {:>12}", bytes.len(), gz);
+        println!("{:<16} {:>12} {:>12}", name.as_ref(), bytes.len(), gz);
         raw += bytes.len();
         zipped += gz;
     }
@@ -220,8 +220,7 @@ pub fn bench_web(args: &BuildWebArgs) -> anyhow::Result<()> {
         .filter(|entry| entry.path().is_file())
         .map(|entry| Ok((entry.file_name().to_string_lossy().into_owned(), fs::read(entry.path())?)))
         .collect::<std::io::Result<_>>()?;
-    let named: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-    print_sizes(&named, fs::metadata(root().join("artifacts/model.bin"))?.len() as usize);
+    print_sizes(&files, fs::metadata(root().join("artifacts/model.bin"))?.len() as usize);
     Ok(())
 }
 
