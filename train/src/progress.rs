@@ -11,7 +11,6 @@ use burn::train::renderer::{
 /// A burn-train renderer that prints each epoch's final metrics and its duration.
 pub struct EpochLines {
     total_epochs: usize,
-    epoch: usize,
     started: Instant,
     train: Vec<(MetricId, String)>,
     valid: Vec<(MetricId, String)>,
@@ -19,7 +18,7 @@ pub struct EpochLines {
 
 impl EpochLines {
     pub fn new() -> Self {
-        Self { total_epochs: 0, epoch: 1, started: Instant::now(), train: Vec::new(), valid: Vec::new() }
+        Self { total_epochs: 0, started: Instant::now(), train: Vec::new(), valid: Vec::new() }
     }
 
     fn record(into: &mut Vec<(MetricId, String)>, state: MetricState) {
@@ -61,9 +60,8 @@ impl MetricsRenderer for EpochLines {
 }
 
 impl TrainingProgressLogger for EpochLines {
-    fn start(&mut self, total_epochs: usize, starting_epoch: usize, _items: Option<usize>, _label: Option<&str>) {
+    fn start(&mut self, total_epochs: usize, _starting_epoch: usize, _items: Option<usize>, _label: Option<&str>) {
         self.total_epochs = total_epochs;
-        self.epoch = starting_epoch;
         self.started = Instant::now();
     }
 
@@ -76,7 +74,6 @@ impl TrainingProgressLogger for EpochLines {
             join(&self.train),
             join(&self.valid),
         );
-        self.epoch = epoch + 1;
         self.started = Instant::now();
     }
 
