@@ -155,7 +155,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// Scores a model file (default: the committed one) and fails under `target`.
-fn gate(model: Option<PathBuf>, target: f64, mnist: &Mnist) -> anyhow::Result<()> {
+pub fn gate(model: Option<PathBuf>, target: f64, mnist: &Mnist) -> anyhow::Result<()> {
     let path = model.unwrap_or_else(|| root().join("artifacts/model.bin"));
     let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let result = evaluate_bytes(&bytes, mnist).with_context(|| format!("{} is not a usable model", path.display()))?;
@@ -199,7 +199,7 @@ pub fn test(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// Loads weights with `infer` on its CPU backend and scores them on the test split.
-pub fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation> {
+fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation> {
     let device = burn::tensor::Device::flex();
     let model = infer::Model::from_bytes(bytes, &device)?;
     Ok(evaluate(&model, &mnist.test, &device))

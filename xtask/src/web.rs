@@ -17,7 +17,7 @@ use flate2::{Compression, write::GzEncoder};
 
 use train::artifacts;
 
-use crate::commands::{DataArgs, evaluate_bytes};
+use crate::commands::{DataArgs, gate};
 use crate::root;
 
 /// The page's own files, copied from `web/` into the bundle.
@@ -58,12 +58,7 @@ pub fn build_web(args: &BuildWebArgs) -> anyhow::Result<()> {
         infer::Model::from_bytes(&model, &burn::tensor::Device::flex())
             .with_context(|| format!("{} is not a usable model", model_path.display()))?;
     } else {
-        let test = evaluate_bytes(&model, &args.data.load()?)
-            .with_context(|| format!("{} is not a usable model", model_path.display()))?;
-        if test.accuracy < args.target {
-            bail!("{} scores {:.4} on the test set, below the gate {:.4}", model_path.display(), test.accuracy, args.target);
-        }
-        println!("gate passed: test accuracy {:.4}", test.accuracy);
+        gate(Some(model_path), args.target, &args.data.load()?)?;
     }
 
     let wasm = compile_wasm()?;
