@@ -86,7 +86,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
     let options = RunOptions {
-        run_dir: args.run_dir.unwrap_or_else(|| root().join("target/train-run")),
+        run_dir: args.run_dir.unwrap_or_else(|| crate::target_dir().join("train-run")),
         backend,
         resume: args.resume,
     };

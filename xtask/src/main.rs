@@ -80,9 +80,14 @@ pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root")
 }
 
-/// `path` as given if absolute, else relative to the repository root.
-pub fn from_root(path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_path_buf() } else { root().join(path) }
+/// Cargo's build folder: `$CARGO_TARGET_DIR` when set (relative to the root), else `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir),
+        _ => root().join("target"),
+    }
+}
+
 }
 
 // glibc hands every large freed activation back to the kernel and faults it in again on the

@@ -120,14 +120,14 @@ fn compile_wasm() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("compiling infer for {WASM_TARGET} failed (is the target installed? `rustup target add {WASM_TARGET}`)");
     }
-    Ok(root().join("target").join(WASM_TARGET).join("wasm/infer.wasm"))
+    Ok(crate::target_dir().join(WASM_TARGET).join("wasm/infer.wasm"))
 }
 
 /// The wasm-bindgen CLI matching the library in Cargo.lock: on PATH, in `target/tools`, or
 /// installed there now.
 pub fn wasm_bindgen() -> anyhow::Result<PathBuf> {
     let version = locked_version("wasm-bindgen")?;
-    let local = root().join("target/tools/bin/wasm-bindgen");
+    let local = crate::target_dir().join("tools/bin/wasm-bindgen");
     for candidate in [PathBuf::from("wasm-bindgen"), local.clone()] {
         if let Ok(out) = Command::new(&candidate).arg("--version").output()
             && String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1) == Some(version.as_str())
@@ -141,7 +141,7 @@ pub fn wasm_bindgen() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo)
         .args(["install", "wasm-bindgen-cli", "--version", &version, "--root"])
-        .arg(root().join("target/tools")))?;
+        .arg(crate::target_dir().join("tools")))?;
     Ok(local)
 }
 
