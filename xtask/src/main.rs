@@ -88,8 +88,6 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-}
-
 // glibc hands every large freed activation back to the kernel and faults it in again on the
 // next step; mimalloc keeps them, which makes a training step about 15% faster here.
 #[global_allocator]
