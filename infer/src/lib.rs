@@ -1,19 +1,28 @@
 //! The digit classifier: the one definition of the model and the code that runs it.
 //!
-//! Everything downstream (training, evaluation, the browser bundle, the edge worker) builds
-//! the network through [`Model::new`] and loads weights through [`Model::from_bytes`], so the
-//! architecture and the input normalisation live here and nowhere else. The crate is
-//! `#![no_std]` + `alloc` so the same code compiles to WebAssembly.
+//! The network's shape lives here (the constants below) and its burn definition in
+//! [`Model`]: training, evaluation and the burn backends build it through [`Model::new`] and
+//! load weights through [`Model::from_bytes`]. [`lean`] runs the same network for inference
+//! only, without burn: BatchNorm folded, weights stored as f32, f16 or int8, kernels written
+//! for exactly these layers. It is what the small browser bundle ships, and it is held to
+//! the burn model's outputs by tests. The crate is `#![no_std]` + `alloc` so all of it
+//! compiles to WebAssembly.
 #![no_std]
 
 extern crate alloc;
 
+use alloc::string::String;
+use core::fmt;
+
+pub mod lean;
+#[cfg(feature = "burn")]
 mod model;
 pub mod preprocess;
 #[cfg(feature = "wasm")]
 mod wasm;
 
-pub use model::{LoadError, Model, Prediction};
+#[cfg(feature = "burn")]
+pub use model::Model;
 
 /// Side of the square input image, in pixels.
 pub const IMAGE_SIZE: usize = 28;
@@ -26,6 +35,15 @@ pub const PIXEL_MEAN: f32 = 0.1307;
 /// Standard deviation of the MNIST training pixels after scaling to [0, 1].
 pub const PIXEL_STD: f32 = 0.3081;
 
+/// Output channels of both 3x3 convolutions.
+const CONV_CHANNELS: usize = 64;
+/// Width of the two hidden dense layers.
+const HIDDEN: usize = 128;
+/// 28 -conv3-> 26 -pool-> 13 -conv3-> 11 -pool-> 5.
+const FEATURE_SIDE: usize = 5;
+/// Inputs of the first dense layer: the flattened feature maps.
+const FEATURES: usize = CONV_CHANNELS * FEATURE_SIDE * FEATURE_SIDE;
+
 /// Maps a grey level (0 = background, 255 = ink) to the model's normalised input value.
 #[inline]
 pub fn normalize(grey: u8) -> f32 {
@@ -36,3 +54,39 @@ pub fn normalize(grey: u8) -> f32 {
 pub fn argmax(values: &[f32]) -> usize {
     (0..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best })
 }
+
+/// What the model made of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The most probable digit.
+    pub digit: usize,
+    pub probabilities: [f32; NUM_CLASSES],
+    /// The 28x28 grey image that was classified (0 = paper, 255 = ink).
+    pub input: [u8; PIXELS],
+}
+
+impl Prediction {
+    fn new(probabilities: [f32; NUM_CLASSES], input: &[u8; PIXELS]) -> Self {
+        Prediction { digit: argmax(&probabilities), probabilities, input: *input }
+    }
+}
+
+/// Why a weights file could not become a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    /// The bytes are not weights of a known format (truncated, corrupt, or another format).
+    Format(String),
+    /// The weights are readable but do not fit this architecture.
+    Shape(String),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Format(why) => write!(f, "not a model file: {why}"),
+            LoadError::Shape(why) => write!(f, "weights do not fit the model: {why}"),
+        }
+    }
+}
+
+impl core::error::Error for LoadError {}

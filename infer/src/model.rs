@@ -1,7 +1,6 @@
 //! The network: two conv blocks and a three-layer classifier head.
 
-use alloc::{format, string::String, vec::Vec};
-use core::fmt;
+use alloc::{format, vec::Vec};
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -10,58 +9,22 @@ use burn::nn::{BatchNorm, BatchNormConfig, Gelu, Linear, LinearConfig, Relu};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData, activation::softmax};
 
-use crate::{IMAGE_SIZE, NUM_CLASSES, PIXELS};
-
-const CONV_CHANNELS: usize = 64;
-const HIDDEN: usize = 128;
-/// 28 -conv3-> 26 -pool-> 13 -conv3-> 11 -pool-> 5.
-const FEATURE_SIDE: usize = 5;
-const FEATURES: usize = CONV_CHANNELS * FEATURE_SIDE * FEATURE_SIDE;
+use crate::{CONV_CHANNELS, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction};
 
 /// The MNIST CNN. Input `[batch, 1, 28, 28]` of [`crate::normalize`]d pixels, output logits.
 #[derive(Module, Debug)]
 pub struct Model {
-    conv1: Conv2d,
-    norm1: BatchNorm,
-    conv2: Conv2d,
-    norm2: BatchNorm,
+    pub(crate) conv1: Conv2d,
+    pub(crate) norm1: BatchNorm,
+    pub(crate) conv2: Conv2d,
+    pub(crate) norm2: BatchNorm,
     pool: MaxPool2d,
     gelu: Gelu,
-    fc1: Linear,
-    fc2: Linear,
-    fc3: Linear,
+    pub(crate) fc1: Linear,
+    pub(crate) fc2: Linear,
+    pub(crate) fc3: Linear,
     relu: Relu,
 }
-
-/// What the model made of one image.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Prediction {
-    /// The most probable digit.
-    pub digit: usize,
-    pub probabilities: [f32; NUM_CLASSES],
-    /// The 28x28 grey image that was classified (0 = paper, 255 = ink).
-    pub input: [u8; PIXELS],
-}
-
-/// Why a weights file could not become a [`Model`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoadError {
-    /// The bytes are not a burn record (truncated, corrupt, or another format).
-    Format(String),
-    /// The record is readable but its tensors do not fit this architecture.
-    Shape(String),
-}
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LoadError::Format(why) => write!(f, "not a model record: {why}"),
-            LoadError::Shape(why) => write!(f, "record does not fit the model: {why}"),
-        }
-    }
-}
-
-impl core::error::Error for LoadError {}
 
 impl Model {
     /// A freshly initialised model (weights drawn from the device's seeded generator).
@@ -125,8 +88,7 @@ impl Model {
     /// Classifies one 28x28 grey image (0 = paper, 255 = ink), e.g. from [`crate::preprocess`].
     pub fn classify(&self, grey: &[u8; PIXELS], device: &Device) -> Prediction {
         let pixels = grey.iter().map(|&g| crate::normalize(g)).collect();
-        let probabilities = self.probabilities(pixels, device)[0];
-        Prediction { digit: crate::argmax(&probabilities), probabilities, input: *grey }
+        Prediction::new(self.probabilities(pixels, device)[0], grey)
     }
 
     /// Class probabilities, one row of ten per image, for `batch` normalised images laid out

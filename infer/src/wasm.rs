@@ -1,19 +1,24 @@
 //! The browser API (feature `wasm`): a classifier over the weights embedded at build time.
 //!
+//! Which model runs is fixed at build time by the crate's features: the lean model alone, or
+//! the burn model on `flex` or `ndarray`. The JavaScript API is the same for all of them.
 //! Every entry point checks its input and answers a wrong one with a JavaScript exception
 //! that says what was expected, so no input can reach a panic or a wasm trap.
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
 
 use crate::preprocess::{ink_from_rgba, to_mnist};
-use crate::{Model, PIXELS, Prediction};
+use crate::{LoadError, PIXELS, Prediction};
 
-/// The weights this bundle was built from (`artifacts/model.bin` at build time).
-static MODEL_BIN: &[u8] = include_bytes!("../../artifacts/model.bin");
+/// The weights this bundle was built from: lean weights for the lean model, a burn record
+/// (`artifacts/model.bin`) for burn. `cargo xtask build-web` writes them and names the file.
+static WEIGHTS: &[u8] = include_bytes!(env!(
+    "INFER_WEIGHTS",
+    "set INFER_WEIGHTS to the weights file to embed; `cargo xtask build-web` does"
+));
 
 #[wasm_bindgen]
 extern "C" {
@@ -24,29 +29,27 @@ extern "C" {
 /// Loads the embedded model once; classifies canvases or ready 28x28 images.
 #[wasm_bindgen]
 pub struct Classifier {
-    model: Model,
-    device: Device,
+    engine: Engine,
 }
 
 #[wasm_bindgen]
 impl Classifier {
     #[wasm_bindgen(constructor)]
     pub fn new() -> Result<Classifier, JsError> {
-        let device = Device::flex();
-        let model = Model::from_bytes(MODEL_BIN, &device).map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(Classifier { model, device })
+        let engine = Engine::load(WEIGHTS).map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(Classifier { engine })
     }
 
-    /// Which burn backend runs the model.
+    /// What runs the model, for people to read.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
-        "flex (cpu, wasm simd128)".into()
+        Engine::NAME.into()
     }
 
     /// Bytes of weights embedded in this bundle.
     #[wasm_bindgen(getter, js_name = weightBytes)]
     pub fn weight_bytes(&self) -> usize {
-        MODEL_BIN.len()
+        WEIGHTS.len()
     }
 
     /// Classifies an RGBA buffer (e.g. `ImageData.data` of a canvas), `width` x `height`.
@@ -69,8 +72,50 @@ impl Classifier {
     }
 
     fn finish(&self, input: &[u8; PIXELS], started: f64) -> JsPrediction {
-        let prediction = self.model.classify(input, &self.device);
+        let prediction = self.engine.classify(input);
         JsPrediction { prediction, millis: now() - started }
+    }
+}
+
+#[cfg(not(feature = "burn"))]
+struct Engine(crate::lean::LeanModel);
+
+#[cfg(not(feature = "burn"))]
+impl Engine {
+    const NAME: &str = "lean (infer's own kernels, wasm simd128)";
+
+    fn load(weights: &[u8]) -> Result<Self, LoadError> {
+        crate::lean::LeanModel::from_bytes(weights).map(Engine)
+    }
+
+    fn classify(&self, input: &[u8; PIXELS]) -> Prediction {
+        self.0.classify(input)
+    }
+}
+
+#[cfg(feature = "burn")]
+struct Engine {
+    model: crate::Model,
+    device: burn::tensor::Device,
+}
+
+#[cfg(feature = "burn")]
+impl Engine {
+    #[cfg(feature = "flex")]
+    const NAME: &str = "burn flex (cpu, wasm simd128)";
+    #[cfg(not(feature = "flex"))]
+    const NAME: &str = "burn ndarray (cpu)";
+
+    fn load(weights: &[u8]) -> Result<Self, LoadError> {
+        #[cfg(feature = "flex")]
+        let device = burn::tensor::Device::flex();
+        #[cfg(not(feature = "flex"))]
+        let device = burn::tensor::Device::ndarray();
+        Ok(Engine { model: crate::Model::from_bytes(weights, &device)?, device })
+    }
+
+    fn classify(&self, input: &[u8; PIXELS]) -> Prediction {
+        self.model.classify(input, &self.device)
     }
 }
 

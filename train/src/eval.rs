@@ -1,5 +1,7 @@
-//! Scoring a `model.bin` on the 10,000 test images through `infer`, the path deployments use.
+//! Scoring a model on the 10,000 test images through `infer`, the path deployments use: the
+//! burn model of `model.bin`, or the lean model of the weights a browser bundle carries.
 
+use infer::lean::LeanModel;
 use infer::{NUM_CLASSES, PIXELS, argmax, normalize};
 
 use crate::data::Split;
@@ -26,16 +28,24 @@ impl Evaluation {
     }
 }
 
-/// Classifies every image of `split` with `model` and tallies the results.
+/// Classifies every image of `split` with the burn model and tallies the results.
 pub fn evaluate(model: &infer::Model, split: &Split, device: &burn::tensor::Device) -> Evaluation {
-    const BATCH: usize = 500;
+    tally(split, 500, |images| model.probabilities(images.iter().map(|&g| normalize(g)).collect(), device))
+}
+
+/// Classifies every image of `split` with the lean model and tallies the results.
+pub fn evaluate_lean(model: &LeanModel, split: &Split) -> Evaluation {
+    tally(split, 1, |image| vec![model.probabilities(&image.try_into().map(|g: [u8; PIXELS]| g.map(normalize)).expect("one image"))])
+}
+
+/// Runs `probabilities` over `split` in batches of `batch` images (their grey bytes).
+fn tally(split: &Split, batch: usize, mut probabilities: impl FnMut(&[u8]) -> Vec<[f32; NUM_CLASSES]>) -> Evaluation {
     let mut confusion = [[0u32; NUM_CLASSES]; NUM_CLASSES];
     let mut loss = 0.0f64;
-    for start in (0..split.len()).step_by(BATCH) {
-        let end = (start + BATCH).min(split.len());
-        let pixels = split.images[start * PIXELS..end * PIXELS].iter().map(|&g| normalize(g)).collect();
-        let probabilities = model.probabilities(pixels, device);
-        for (row, &label) in probabilities.iter().zip(&split.labels[start..end]) {
+    for start in (0..split.len()).step_by(batch) {
+        let end = (start + batch).min(split.len());
+        let rows = probabilities(&split.images[start * PIXELS..end * PIXELS]);
+        for (row, &label) in rows.iter().zip(&split.labels[start..end]) {
             let predicted = argmax(row);
             confusion[label as usize][predicted] += 1;
             loss -= (row[label as usize].max(f32::MIN_POSITIVE) as f64).ln();
@@ -93,5 +103,24 @@ mod tests {
             assert_eq!(model.classify(&redrawn, &device).digit, model.classify(original, &device).digit, "digit {index}");
         }
         eprintln!("mean difference over 100 digits: {:.4}", total_difference / 100.0);
+    }
+
+    #[test]
+    fn the_lean_model_matches_burn_on_every_test_image() {
+        let Some(mnist) = crate::testing::mnist() else { return };
+        let device = burn::tensor::Device::flex();
+        let model_bin = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../artifacts/model.bin")).unwrap();
+        let model = infer::Model::from_bytes(&model_bin, &device).unwrap();
+        let lean = LeanModel::new(&infer::lean::Weights::from_model(&model));
+        let split = &mnist.test;
+        let reference = model.probabilities(split.images.iter().map(|&g| normalize(g)).collect(), &device);
+        let mut worst = 0.0f32;
+        for (index, expected) in reference.iter().enumerate() {
+            let ours = lean.classify(split.image(index).try_into().unwrap());
+            assert_eq!(ours.digit, argmax(expected), "image {index}");
+            worst = ours.probabilities.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+        }
+        eprintln!("largest probability difference over {} images: {worst:e}", split.len());
+        assert!(worst < 1e-5, "lean and burn differ by {worst}");
     }
 }

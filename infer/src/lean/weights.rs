@@ -1,0 +1,239 @@
+//! [`Weights`]: the folded layers, and their byte format.
+//!
+//! Format: the magic `LEANWT01`, one precision byte, three zero bytes, then per layer
+//! (conv1, conv2, fc1, fc2, fc3) its weights and then its f32 biases, little-endian.
+//! Weights are rows per output channel: f32, f16, or for int8 first one f32 scale per row
+//! and then the rows as i8 (weight = scale x i8). The layer shapes are the model's, so the
+//! file's length is fixed by its precision and checked exactly.
+
+use alloc::vec::Vec;
+use alloc::{format, vec};
+
+use half::f16;
+
+use crate::{CONV_CHANNELS, FEATURES, HIDDEN, LoadError, NUM_CLASSES};
+
+const MAGIC: &[u8; 8] = b"LEANWT01";
+const HEADER: usize = 12;
+/// (outputs, inputs per output) of conv1, conv2, fc1, fc2, fc3.
+const SHAPES: [(usize, usize); 5] =
+    [(CONV_CHANNELS, 9), (CONV_CHANNELS, CONV_CHANNELS * 9), (HIDDEN, FEATURES), (HIDDEN, HIDDEN), (NUM_CLASSES, HIDDEN)];
+
+/// How the weights are stored in the byte format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F16,
+    /// Symmetric int8, one scale per output channel.
+    Int8,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::F16, Precision::Int8];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Bytes of one layer's weights: values, plus one scale per row for int8.
+    fn layer_bytes(self, outputs: usize, fan_in: usize) -> usize {
+        match self {
+            Precision::F32 => 4 * outputs * fan_in,
+            Precision::F16 => 2 * outputs * fan_in,
+            Precision::Int8 => 4 * outputs + outputs * fan_in,
+        }
+    }
+
+    /// Length of a whole file in this precision.
+    pub fn file_bytes(self) -> usize {
+        HEADER + SHAPES.iter().map(|&(outputs, fan_in)| self.layer_bytes(outputs, fan_in) + 4 * outputs).sum::<usize>()
+    }
+}
+
+/// One layer: `outputs` rows of `fan_in` weights, and a bias per output.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Layer {
+    pub outputs: usize,
+    pub fan_in: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// The network's weights with BatchNorm folded into the convolutions; see the module doc.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weights {
+    layers: [Layer; 5],
+}
+
+impl Weights {
+    pub(crate) fn layers(&self) -> &[Layer; 5] {
+        &self.layers
+    }
+
+    /// Freezes a trained model: BatchNorm (running statistics) folded into the conv before it.
+    #[cfg(feature = "burn")]
+    pub fn from_model(model: &crate::Model) -> Self {
+        use burn::nn::{BatchNorm, Linear, conv::Conv2d};
+        use burn::tensor::Tensor;
+
+        fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+            tensor.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 weights")
+        }
+        fn conv(conv: &Conv2d, norm: &BatchNorm) -> Layer {
+            let mut weight = values(conv.weight.val());
+            let bias = conv.bias.as_ref().map(|b| values(b.val())).unwrap_or_else(|| vec![0.0; CONV_CHANNELS]);
+            let (gamma, beta) = (values(norm.gamma.val()), values(norm.beta.val()));
+            let (mean, var) = (values(norm.running_mean.value()), values(norm.running_var.value()));
+            let fan_in = weight.len() / CONV_CHANNELS;
+            let mut folded_bias = vec![0.0; CONV_CHANNELS];
+            for c in 0..CONV_CHANNELS {
+                let scale = gamma[c] as f64 / (var[c] as f64 + norm.epsilon).sqrt();
+                for w in &mut weight[c * fan_in..(c + 1) * fan_in] {
+                    *w = (*w as f64 * scale) as f32;
+                }
+                folded_bias[c] = ((bias[c] - mean[c]) as f64 * scale + beta[c] as f64) as f32;
+            }
+            Layer { outputs: CONV_CHANNELS, fan_in, weight, bias: folded_bias }
+        }
+        fn dense(linear: &Linear) -> Layer {
+            // burn keeps [inputs, outputs]; rows per output are the transpose.
+            let [fan_in, outputs] = linear.weight.val().shape().dims();
+            let weight = values(linear.weight.val().transpose());
+            let bias = linear.bias.as_ref().map(|b| values(b.val())).unwrap_or_else(|| vec![0.0; outputs]);
+            Layer { outputs, fan_in, weight, bias }
+        }
+        Weights {
+            layers: [
+                conv(&model.conv1, &model.norm1),
+                conv(&model.conv2, &model.norm2),
+                dense(&model.fc1),
+                dense(&model.fc2),
+                dense(&model.fc3),
+            ],
+        }
+    }
+
+    /// The byte format in `precision`; see the module doc.
+    pub fn to_bytes(&self, precision: Precision) -> Vec<u8> {
+        let mut out = Vec::with_capacity(precision.file_bytes());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&[precision.code(), 0, 0, 0]);
+        for layer in &self.layers {
+            match precision {
+                Precision::F32 => layer.weight.iter().for_each(|w| out.extend_from_slice(&w.to_le_bytes())),
+                Precision::F16 => layer.weight.iter().for_each(|&w| out.extend_from_slice(&f16::from_f32(w).to_le_bytes())),
+                Precision::Int8 => {
+                    let rows = layer.weight.chunks_exact(layer.fan_in);
+                    let scales: Vec<f32> = rows.clone().map(|row| row.iter().fold(0.0f32, |m, w| m.max(w.abs())) / 127.0).collect();
+                    scales.iter().for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
+                    for (row, &scale) in rows.zip(&scales) {
+                        let quantise = |w: f32| if scale == 0.0 { 0 } else { libm::roundf(w / scale).clamp(-127.0, 127.0) as i8 };
+                        out.extend(row.iter().map(|&w| quantise(w) as u8));
+                    }
+                }
+            }
+            layer.bias.iter().for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
+        }
+        out
+    }
+
+    /// Reads the byte format; any precision. Refuses a wrong magic, precision or length, and
+    /// values that are not finite.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadError> {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err(LoadError::Format("no LEANWT01 header (not lean weights)".into()));
+        }
+        let precision = Precision::ALL
+            .into_iter()
+            .find(|p| p.code() == bytes[8])
+            .ok_or_else(|| LoadError::Format(format!("unknown precision code {}", bytes[8])))?;
+        if bytes.len() != precision.file_bytes() {
+            return Err(LoadError::Shape(format!(
+                "{} lean weights take {} bytes, the file has {}",
+                precision.name(),
+                precision.file_bytes(),
+                bytes.len()
+            )));
+        }
+        let mut rest = &bytes[HEADER..];
+        let mut take = |n: usize| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head
+        };
+        let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
+        let layers = SHAPES.map(|(outputs, fan_in)| {
+            let weight = match precision {
+                Precision::F32 => f32s(take(4 * outputs * fan_in)),
+                Precision::F16 => {
+                    take(2 * outputs * fan_in).chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                }
+                Precision::Int8 => {
+                    let scales = f32s(take(4 * outputs));
+                    let values = take(outputs * fan_in);
+                    values.chunks_exact(fan_in).zip(scales).flat_map(|(row, s)| row.iter().map(move |&q| q as i8 as f32 * s)).collect()
+                }
+            };
+            Layer { outputs, fan_in, weight, bias: f32s(take(4 * outputs)) }
+        });
+        if layers.iter().flat_map(|l| l.weight.iter().chain(&l.bias)).any(|v| !v.is_finite()) {
+            return Err(LoadError::Format("a weight is NaN or infinite".into()));
+        }
+        Ok(Weights { layers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Weights {
+        let mut n = 0u32;
+        let layers = SHAPES.map(|(outputs, fan_in)| {
+            let mut next = || {
+                n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (n >> 8) as f32 / (1 << 24) as f32 - 0.5
+            };
+            Layer { outputs, fan_in, weight: (0..outputs * fan_in).map(|_| next()).collect(), bias: (0..outputs).map(|_| next()).collect() }
+        });
+        Weights { layers }
+    }
+
+    #[test]
+    fn every_precision_round_trips_within_its_resolution() {
+        let weights = sample();
+        for (precision, tolerance) in [(Precision::F32, 0.0), (Precision::F16, 2.5e-4), (Precision::Int8, 0.5 / 127.0 * 0.5 + 1e-7)] {
+            let bytes = weights.to_bytes(precision);
+            assert_eq!(bytes.len(), precision.file_bytes());
+            let back = Weights::from_bytes(&bytes).unwrap();
+            for (a, b) in weights.layers.iter().zip(&back.layers) {
+                assert_eq!(a.bias, b.bias, "biases stay f32");
+                let worst = a.weight.iter().zip(&b.weight).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                assert!(worst <= tolerance, "{}: error {worst} > {tolerance}", precision.name());
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_lean_weights() {
+        let bytes = sample().to_bytes(Precision::Int8);
+        let error = |b: &[u8]| Weights::from_bytes(b).unwrap_err();
+        assert!(matches!(error(b"LEANWT0"), LoadError::Format(_)));
+        assert!(matches!(error(&[b"burnpack".as_slice(), &bytes[8..]].concat()), LoadError::Format(_)));
+        assert!(matches!(error(&bytes[..bytes.len() - 1]), LoadError::Shape(_)));
+        let mut unknown = bytes.clone();
+        unknown[8] = 9;
+        assert!(matches!(error(&unknown), LoadError::Format(_)));
+        let mut nan = sample().to_bytes(Precision::F32);
+        nan[HEADER..HEADER + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(matches!(error(&nan), LoadError::Format(_)));
+    }
+}
