@@ -8,6 +8,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use libm::{floorf, roundf};
+
 use crate::{IMAGE_SIZE, PIXELS};
 
 /// Side of the box the digit is fitted into.
@@ -78,8 +80,8 @@ pub fn to_mnist(ink: &[f32], width: usize, height: usize) -> Result<[u8; PIXELS]
 
     // Fit the longer side to 20 pixels; the shorter keeps the aspect ratio.
     let scale = DIGIT_BOX as f32 / crop_w.max(crop_h) as f32;
-    let out_w = ((crop_w as f32 * scale).round() as usize).clamp(1, DIGIT_BOX);
-    let out_h = ((crop_h as f32 * scale).round() as usize).clamp(1, DIGIT_BOX);
+    let out_w = (roundf(crop_w as f32 * scale) as usize).clamp(1, DIGIT_BOX);
+    let out_h = (roundf(crop_h as f32 * scale) as usize).clamp(1, DIGIT_BOX);
     let crop: Vec<f32> = (top..bottom).flat_map(|y| ink[y * width + left..y * width + right].iter().copied()).collect();
     let rows = resample_rows(&crop, crop_w, crop_h, out_w);
     let digit = transpose(&resample_rows(&transpose(&rows, out_w, crop_h), crop_h, out_w, out_h), out_h, out_w);
@@ -92,15 +94,15 @@ pub fn to_mnist(ink: &[f32], width: usize, height: usize) -> Result<[u8; PIXELS]
         sum_y += v * (i / out_w) as f32;
     }
     let centre = IMAGE_SIZE as f32 / 2.0;
-    let shift_x = (centre - sum_x / mass).round() as isize;
-    let shift_y = (centre - sum_y / mass).round() as isize;
+    let shift_x = roundf(centre - sum_x / mass) as isize;
+    let shift_y = roundf(centre - sum_y / mass) as isize;
 
     let mut frame = [0u8; PIXELS];
     for (i, &v) in digit.iter().enumerate() {
         let x = (i % out_w) as isize + shift_x;
         let y = (i / out_w) as isize + shift_y;
         if (0..IMAGE_SIZE as isize).contains(&x) && (0..IMAGE_SIZE as isize).contains(&y) {
-            frame[y as usize * IMAGE_SIZE + x as usize] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+            frame[y as usize * IMAGE_SIZE + x as usize] = roundf(v.clamp(0.0, 1.0) * 255.0) as u8;
         }
     }
     Ok(frame)
@@ -129,7 +131,7 @@ fn resample_rows(image: &[f32], width: usize, height: usize, new_width: usize) -
         for ox in 0..new_width {
             let (start, end) = (ox as f32 * step, (ox + 1) as f32 * step);
             let mut total = 0.0;
-            let mut x = start.floor() as usize;
+            let mut x = floorf(start) as usize;
             while (x as f32) < end && x < width {
                 let overlap = (end.min(x as f32 + 1.0) - start.max(x as f32)).max(0.0);
                 total += row[x] * overlap;

@@ -119,6 +119,18 @@ impl Engine {
     }
 }
 
+// Without burn nothing links std, so the bundle brings its own allocator and panic handler.
+// Inputs are checked before any code that could panic, so a panic is a bug: trap.
+#[cfg(all(target_arch = "wasm32", not(feature = "burn")))]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+#[cfg(all(target_arch = "wasm32", not(feature = "burn")))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
 /// One classification, as JavaScript sees it.
 #[wasm_bindgen(js_name = Prediction)]
 pub struct JsPrediction {

@@ -25,7 +25,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 ///
 /// Nothing in `dir` changes until every file is fully written, so a failure while producing
 /// the set (a full disk, a crash) leaves the previous artifacts as they were.
-pub fn replace_all(dir: &Path, files: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
+pub fn replace_all<N: AsRef<Path>>(dir: &Path, files: &[(N, Vec<u8>)]) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     let staging = tempfile::Builder::new().prefix(".staging-").tempdir_in(dir)?;
     let staged: Vec<(PathBuf, PathBuf)> = files

@@ -1,9 +1,9 @@
 // `cargo xtask bench-web`: classification latency and time to first prediction in headless
-// Chromium, against the bundle served at BASE_URL. Prints one line per measurement.
+// Chromium, against the bundle served at BASE_URL. Prints the timings as one JSON object.
 import { chromium } from "playwright-core";
 
 const RUNS = Number(process.env.RUNS ?? 300);
-const WARMUP = 30;
+const WARMUP = 200;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -27,7 +27,8 @@ const result = await page.evaluate(({ runs, warmup }) => {
   ctx.stroke();
   const rgba = ctx.getImageData(0, 0, 280, 280).data;
   const first = classifier.classifyRgba(rgba, 280, 280);
-  const firstPredictionMs = performance.now(); // since navigation started
+  const { firstPredictionMs } = window.digitReader;
+  const isolated = self.crossOriginIsolated;
   const mnist = first.input;
   first.free();
 
@@ -48,12 +49,10 @@ const result = await page.evaluate(({ runs, warmup }) => {
     canvas: time(() => classifier.classifyRgba(rgba, 280, 280)),
     model: time(() => classifier.classifyMnist(mnist)),
     backend: classifier.backend,
+    isolated,
   };
 }, { runs: RUNS, warmup: WARMUP });
 await browser.close();
 
-const ms = (x) => `${x.toFixed(3)} ms`;
-console.log(`backend: ${result.backend}; ${RUNS} runs after ${WARMUP} warm-up`);
-console.log(`classify 280x280 canvas (preprocess + model): median ${ms(result.canvas.median)}, p10 ${ms(result.canvas.p10)}, p90 ${ms(result.canvas.p90)}`);
-console.log(`classify ready 28x28 input (model only):      median ${ms(result.model.median)}, p10 ${ms(result.model.p10)}, p90 ${ms(result.model.p90)}`);
-console.log(`navigation to first prediction: ${ms(result.firstPredictionMs)}`);
+// One JSON object on stdout, for `cargo xtask bench-web` to tabulate.
+console.log(JSON.stringify({ runs: RUNS, warmup: WARMUP, ...result }));

@@ -9,7 +9,7 @@ use clap::Args;
 use train::artifacts;
 use train::augment::AugmentConfig;
 use train::data::{self, Mnist, sha256_hex};
-use train::eval::{Evaluation, evaluate};
+use train::eval::{Evaluation, evaluate, evaluate_lean};
 use train::report::{self, Metrics};
 use train::training::{self, Backend, RunOptions, TrainingConfig};
 
@@ -194,12 +194,18 @@ pub fn test(args: EvalArgs) -> anyhow::Result<()> {
         bail!("cargo test failed ({status})");
     }
     // The gate was just checked above.
-    crate::web::build_web(&crate::web::BuildWebArgs { no_gate: true, target: 0.0, data: DataArgs::default() })?;
+    crate::web::build_bundle(&crate::web::BuildWebArgs::default_build(true), Some(&mnist), &crate::web::bundle_dir())?;
     crate::web::end_to_end(&mnist)
 }
 
-/// Loads weights with `infer` on its CPU backend and scores them on the test split.
+/// Scores a weights file on the test split: lean weights (what a browser bundle embeds) with
+/// the lean model, anything else as a burn record with the burn model on its CPU backend.
 fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation> {
+    if infer::lean::Weights::recognises(bytes) {
+        let model = infer::lean::LeanModel::from_bytes(bytes)?;
+        println!("lean weights: scored with infer's lean model");
+        return Ok(evaluate_lean(&model, &mnist.test));
+    }
     let device = burn::tensor::Device::flex();
     let model = infer::Model::from_bytes(bytes, &device)?;
     Ok(evaluate(&model, &mnist.test, &device))

@@ -40,7 +40,7 @@ enum Command {
     /// Serve the browser bundle, rebuilding it first if it is stale.
     Serve(serve::ServeArgs),
     /// Measure classification latency and load time in headless Chromium, and bundle sizes.
-    BenchWeb(web::BuildWebArgs),
+    BenchWeb(web::BenchWebArgs),
     /// Classify PNG/JPEG files with the committed model.
     Predict(predict::PredictArgs),
     /// What CI runs: the committed model against the gate, every workspace test, and the

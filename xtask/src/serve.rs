@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use clap::Args;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
@@ -55,13 +55,23 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Static files with MIME types, gzip or brotli where accepted, revalidation on every load
 /// (the bundle's names do not change between builds), 404 for anything else. `ServeDir`
-/// refuses paths that climb out of `dir`, encoded or not.
+/// refuses paths that climb out of `dir`, encoded or not. The page loads nothing from other
+/// origins, so it can be cross-origin isolated, which gives `performance.now()` (the
+/// classification time it shows) microsecond rather than 100 µs resolution.
 pub fn router(dir: PathBuf) -> Router {
     Router::new()
         .fallback_service(ServeDir::new(dir))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-embedder-policy"),
+            HeaderValue::from_static("require-corp"),
+        ))
 }
 
 async fn ctrl_c() {

@@ -12,12 +12,16 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use flate2::{Compression, write::GzEncoder};
 
 use train::artifacts;
 
-use crate::commands::{DataArgs, gate};
+use infer::lean::{LeanModel, Precision, Weights};
+use train::data::Mnist;
+use train::eval::{Evaluation, evaluate, evaluate_lean};
+
+use crate::commands::DataArgs;
 use crate::root;
 
 /// The page's own files, copied from `web/` into the bundle.
@@ -35,16 +39,57 @@ const WASM_FEATURES: [&str; 7] = [
     "--enable-reference-types",
 ];
 
-#[derive(Args, Debug)]
+/// What runs the model in the page.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebBackend {
+    /// infer's lean model: no burn in the bundle, kernels for exactly this network.
+    Lean,
+    /// burn's flex CPU backend with WASM SIMD, over model.bin (f32).
+    Flex,
+    /// burn's ndarray CPU backend, over model.bin (f32).
+    Ndarray,
+}
+
+/// How the lean model's weights are stored.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsChoice {
+    /// The smallest whose test accuracy is within 0.05 points of model.bin's.
+    Auto,
+    F32,
+    F16,
+    Int8,
+}
+
+/// The most test accuracy (in percentage points) that storing weights smaller may cost.
+const MAX_ACCURACY_LOSS_POINTS: f64 = 0.05;
+
+#[derive(Args, Debug, Clone)]
 pub struct BuildWebArgs {
     /// Skip the accuracy gate (the model must still load).
     #[arg(long)]
     pub no_gate: bool,
-    /// Minimum test accuracy the embedded model must reach.
+    /// Minimum test accuracy the shipped weights must reach.
     #[arg(long, default_value_t = 0.99)]
     pub target: f64,
+    #[arg(long, value_enum, default_value_t = WebBackend::Lean)]
+    pub backend: WebBackend,
+    /// Weights of the lean backend; the burn backends always carry model.bin (f32).
+    #[arg(long, value_enum, default_value_t = WeightsChoice::Auto)]
+    pub weights: WeightsChoice,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+impl BuildWebArgs {
+    /// The default build, gated or not.
+    pub fn default_build(no_gate: bool) -> Self {
+        BuildWebArgs { no_gate, target: 0.99, backend: WebBackend::Lean, weights: WeightsChoice::Auto, data: DataArgs::default() }
+    }
+
+    /// Whether the build must read the test set: for the gate, or to choose the weights.
+    fn needs_test_set(&self) -> bool {
+        !self.no_gate || (self.backend == WebBackend::Lean && self.weights == WeightsChoice::Auto)
+    }
 }
 
 pub fn bundle_dir() -> PathBuf {
@@ -52,16 +97,45 @@ pub fn bundle_dir() -> PathBuf {
 }
 
 pub fn build_web(args: &BuildWebArgs) -> anyhow::Result<()> {
+    let mnist = if args.needs_test_set() { Some(args.data.load()?) } else { None };
+    build_bundle(args, mnist.as_ref(), &bundle_dir()).map(drop)
+}
+
+/// A bundle as written: its files, and what of the wasm is weights.
+pub struct Bundle {
+    /// e.g. "lean, int8 weights".
+    pub label: String,
+    pub files: Vec<(String, Vec<u8>)>,
+    pub weights: Vec<u8>,
+}
+
+/// Builds the bundle `args` describe into `out` (replacing it whole) and prints its sizes.
+pub fn build_bundle(args: &BuildWebArgs, mnist: Option<&Mnist>, out: &Path) -> anyhow::Result<Bundle> {
     let model_path = root().join("artifacts/model.bin");
-    let model = fs::read(&model_path).with_context(|| format!("cannot read {}", model_path.display()))?;
-    if args.no_gate {
-        infer::Model::from_bytes(&model, &burn::tensor::Device::flex())
-            .with_context(|| format!("{} is not a usable model", model_path.display()))?;
-    } else {
-        gate(Some(model_path), args.target, &args.data.load()?)?;
+    let model_bin = fs::read(&model_path).with_context(|| format!("cannot read {}", model_path.display()))?;
+    let device = burn::tensor::Device::flex();
+    let model = infer::Model::from_bytes(&model_bin, &device)
+        .with_context(|| format!("{} is not a usable model", model_path.display()))?;
+    let reference = mnist.map(|mnist| evaluate(&model, &mnist.test, &device));
+    if let Some(reference) = &reference {
+        println!("model.bin: test accuracy {:.2}%", 100.0 * reference.accuracy);
+    }
+    if !args.no_gate {
+        check_target(reference.as_ref().expect("the gate reads the test set"), args.target)?;
     }
 
-    let wasm = compile_wasm()?;
+    let (weights_path, weights, label) = match args.backend {
+        WebBackend::Lean => {
+            let (precision, bytes) = lean_weights(&model, args, mnist, reference.as_ref())?;
+            let path = crate::target_dir().join(format!("web/weights-{}.bin", precision.name()));
+            artifacts::write_atomic(&path, &bytes)?;
+            println!("lean weights: {} (`cargo xtask eval --model {}` scores them)", path.display(), path.display());
+            (path, bytes, format!("lean, {} weights", precision.name()))
+        }
+        backend => (model_path, model_bin, format!("burn {}, f32 weights", format!("{backend:?}").to_lowercase())),
+    };
+
+    let wasm = compile_wasm(args.backend, &weights_path)?;
     let glue = tempfile::tempdir()?;
     run(Command::new(wasm_bindgen()?).args(["--target", "web", "--no-typescript", "--out-dir"]).arg(glue.path()).arg(&wasm))?;
     let bindgen_wasm = glue.path().join("infer_bg.wasm");
@@ -74,17 +148,63 @@ pub fn build_web(args: &BuildWebArgs) -> anyhow::Result<()> {
         None => println!("wasm-opt not found (npm install, or Debian's binaryen): the wasm is not post-optimised"),
     }
 
-    let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for name in PAGE_FILES {
-        files.push((name, fs::read(root().join("web").join(name)).with_context(|| format!("web/{name}"))?));
+        files.push((name.into(), fs::read(root().join("web").join(name)).with_context(|| format!("web/{name}"))?));
     }
-    files.push(("infer.js", fs::read(glue.path().join("infer.js"))?));
-    files.push(("infer_bg.wasm", fs::read(&bindgen_wasm)?));
-    artifacts::replace_all(&bundle_dir(), &files)?;
+    files.push(("infer.js".into(), fs::read(glue.path().join("infer.js"))?));
+    files.push(("infer_bg.wasm".into(), fs::read(&bindgen_wasm)?));
+    artifacts::replace_all(out, &files)?;
 
-    print_sizes(&files, model.len());
-    println!("bundle written to {}", bundle_dir().display());
+    let bundle = Bundle { label, files, weights };
+    print_sizes(&bundle);
+    println!("bundle written to {}", out.display());
+    Ok(bundle)
+}
+
+/// Fails unless `result` reaches `target`.
+fn check_target(result: &Evaluation, target: f64) -> anyhow::Result<()> {
+    if result.accuracy < target {
+        bail!("test accuracy {:.4} is below the target {:.4}", result.accuracy, target);
+    }
     Ok(())
+}
+
+/// The lean weights to ship: the requested precision, or for `auto` the smallest that keeps
+/// the test accuracy within [`MAX_ACCURACY_LOSS_POINTS`] of the burn model's. Weights scored
+/// here are the exact bytes the bundle embeds.
+fn lean_weights(
+    model: &infer::Model,
+    args: &BuildWebArgs,
+    mnist: Option<&Mnist>,
+    reference: Option<&Evaluation>,
+) -> anyhow::Result<(Precision, Vec<u8>)> {
+    let weights = Weights::from_model(model);
+    let candidates: &[Precision] = match args.weights {
+        WeightsChoice::Auto => &[Precision::Int8, Precision::F16, Precision::F32],
+        WeightsChoice::F32 => &[Precision::F32],
+        WeightsChoice::F16 => &[Precision::F16],
+        WeightsChoice::Int8 => &[Precision::Int8],
+    };
+    for &precision in candidates {
+        let bytes = weights.to_bytes(precision);
+        let (Some(mnist), Some(reference)) = (mnist, reference) else { return Ok((precision, bytes)) };
+        let result = evaluate_lean(&LeanModel::from_bytes(&bytes)?, &mnist.test);
+        let change = 100.0 * (result.accuracy - reference.accuracy);
+        println!(
+            "{} lean weights: {} bytes, test accuracy {:.2}% ({change:+.2} points)",
+            precision.name(),
+            bytes.len(),
+            100.0 * result.accuracy
+        );
+        if !args.no_gate {
+            check_target(&result, args.target)?;
+        }
+        if args.weights != WeightsChoice::Auto || change >= -MAX_ACCURACY_LOSS_POINTS {
+            return Ok((precision, bytes));
+        }
+    }
+    bail!("no weight precision keeps the test accuracy within {MAX_ACCURACY_LOSS_POINTS} points")
 }
 
 /// Whether the bundle is missing or older than anything it is built from.
@@ -109,12 +229,20 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
     }
 }
 
-/// `cargo rustc` of `infer` as a cdylib for the browser; returns the `.wasm` path.
-fn compile_wasm() -> anyhow::Result<PathBuf> {
+/// `cargo rustc` of `infer` as a cdylib for the browser, embedding `weights`; returns the
+/// `.wasm` path.
+fn compile_wasm(backend: WebBackend, weights: &Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let features = match backend {
+        WebBackend::Lean => "wasm",
+        WebBackend::Flex => "wasm flex",
+        WebBackend::Ndarray => "wasm ndarray",
+    };
     let status = Command::new(&cargo)
         .current_dir(root())
-        .args(["rustc", "-p", "infer", "--profile", "wasm", "--target", WASM_TARGET, "--features", "wasm", "--crate-type", "cdylib"])
+        .args(["rustc", "-p", "infer", "--profile", "wasm", "--target", WASM_TARGET, "--no-default-features"])
+        .args(["--features", features, "--crate-type", "cdylib"])
+        .env("INFER_WEIGHTS", weights)
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
@@ -174,17 +302,17 @@ fn gzip_len(bytes: &[u8]) -> usize {
     encoder.finish().expect("gzip into memory").len()
 }
 
-fn print_sizes(files: &[(impl AsRef<str>, Vec<u8>)], weight_bytes: usize) {
+fn print_sizes(bundle: &Bundle) {
     println!("\n{:<16} {:>12} {:>12}", "file", "bytes", "gzip -9");
     let (mut raw, mut zipped) = (0, 0);
-    for (name, bytes) in files {
+    for (name, bytes) in &bundle.files {
         let gz = gzip_len(bytes);
-        println!("{:<16} {:>12} {:>12}", name.as_ref(), bytes.len(), gz);
+        println!("{:<16} {:>12} {:>12}", name, bytes.len(), gz);
         raw += bytes.len();
         zipped += gz;
     }
     println!("{:<16} {:>12} {:>12}", "bundle", raw, zipped);
-    println!("of which weights (model.bin, embedded in the wasm): {weight_bytes} bytes\n");
+    println!("{:<16} {:>12} {:>12}  ({}, embedded in the wasm)\n", "of which weights", bundle.weights.len(), gzip_len(&bundle.weights), bundle.label);
 }
 
 /// Serves the bundle on a free loopback port and runs `web/tests/e2e.test.mjs` against it
@@ -204,18 +332,72 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
     })
 }
 
-/// `bench-web`: latency in headless Chromium (`web/tests/bench.mjs`), then the bundle sizes.
-pub fn bench_web(args: &BuildWebArgs) -> anyhow::Result<()> {
-    if bundle_is_stale() {
-        build_web(args)?;
+#[derive(Args, Debug)]
+pub struct BenchWebArgs {
+    /// Bundles to build and measure, in order: lean-int8, lean-f16, lean-f32, flex, ndarray.
+    #[arg(long, value_delimiter = ',', default_value = "lean-int8,lean-f16,lean-f32,flex,ndarray")]
+    pub variants: Vec<String>,
+    /// Timed classifications per measurement, after warm-up.
+    #[arg(long, default_value_t = 300)]
+    pub runs: usize,
+}
+
+/// `bench-web`: builds each variant into `target/web-bench/`, measures it in headless
+/// Chromium (`web/tests/bench.mjs`), and prints one table for all of them.
+pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for variant in &args.variants {
+        let (backend, weights) = match variant.as_str() {
+            "lean-int8" => (WebBackend::Lean, WeightsChoice::Int8),
+            "lean-f16" => (WebBackend::Lean, WeightsChoice::F16),
+            "lean-f32" => (WebBackend::Lean, WeightsChoice::F32),
+            "flex" => (WebBackend::Flex, WeightsChoice::F32),
+            "ndarray" => (WebBackend::Ndarray, WeightsChoice::F32),
+            other => bail!("unknown variant {other:?} (lean-int8, lean-f16, lean-f32, flex, ndarray)"),
+        };
+        let build = BuildWebArgs { backend, weights, ..BuildWebArgs::default_build(true) };
+        let dir = crate::target_dir().join("web-bench").join(variant);
+        let bundle = build_bundle(&build, None, &dir)?;
+        let server = crate::serve::Background::start(dir)?;
+        let output = Command::new("node")
+            .current_dir(root())
+            .arg("web/tests/bench.mjs")
+            .env("BASE_URL", &server.url)
+            .env("RUNS", args.runs.to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("cannot run node")?;
+        if !output.status.success() {
+            bail!("web/tests/bench.mjs failed for {variant} ({})", output.status);
+        }
+        let timing: serde_json::Value = serde_json::from_slice(&output.stdout).context("bench.mjs printed no JSON")?;
+        rows.push((variant.clone(), bundle, timing));
     }
-    with_server(|url| run(Command::new("node").current_dir(root()).arg("web/tests/bench.mjs").env("BASE_URL", url)))?;
-    let files: Vec<(String, Vec<u8>)> = fs::read_dir(bundle_dir())?
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.path().is_file())
-        .map(|entry| Ok((entry.file_name().to_string_lossy().into_owned(), fs::read(entry.path())?)))
-        .collect::<std::io::Result<_>>()?;
-    print_sizes(&files, fs::metadata(root().join("artifacts/model.bin"))?.len() as usize);
+
+    println!("\nheadless Chromium, {} runs after warm-up; sizes in bytes, gzip -9", args.runs);
+    println!(
+        "{:<10} {:>10} {:>9} {:>9} {:>9} {:>13} {:>13} {:>13} {:>10}",
+        "variant", "wasm", "code gz", "weights gz", "bundle gz", "model median", "model p10", "canvas median", "first"
+    );
+    for (variant, bundle, timing) in rows {
+        let size = |name: &str| bundle.files.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice()).unwrap_or_default();
+        let wasm = size("infer_bg.wasm");
+        let bundle_gz: usize = bundle.files.iter().map(|(_, b)| gzip_len(b)).sum();
+        let weights_gz = gzip_len(&bundle.weights);
+        let ms = |path: &str| timing.pointer(path).and_then(|v| v.as_f64()).map_or("?".into(), |v| format!("{v:.3} ms"));
+        println!(
+            "{:<10} {:>10} {:>9} {:>9} {:>9} {:>13} {:>13} {:>13} {:>10}",
+            variant,
+            wasm.len(),
+            gzip_len(wasm).saturating_sub(weights_gz),
+            weights_gz,
+            bundle_gz,
+            ms("/model/median"),
+            ms("/model/p10"),
+            ms("/canvas/median"),
+            ms("/firstPredictionMs"),
+        );
+    }
     Ok(())
 }
 

@@ -29,8 +29,31 @@ fn eval_refuses_a_corrupt_model_file() {
     let output = xtask(&["eval", "--data-dir", &data, "--model", model.to_str().unwrap()]);
     assert!(!output.status.success());
     let message = stderr(&output);
-    assert!(message.contains("model.bin") && message.contains("not a model record"), "{message}");
+    assert!(message.contains("model.bin") && message.contains("not a model file"), "{message}");
     assert!(!message.contains("panicked"), "{message}");
+}
+
+#[test]
+fn eval_scores_lean_weights_and_refuses_broken_ones() {
+    let Some(data) = mnist_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let committed = fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../artifacts/model.bin")).unwrap();
+    let model = infer::Model::from_bytes(&committed, &burn::tensor::Device::flex()).unwrap();
+    let lean = infer::lean::Weights::from_model(&model).to_bytes(infer::lean::Precision::Int8);
+
+    let good = dir.path().join("weights-int8.bin");
+    fs::write(&good, &lean).unwrap();
+    let output = xtask(&["eval", "--data-dir", &data, "--model", good.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout.contains("lean weights") && stdout.contains("gate passed"), "{stdout}");
+
+    let truncated = dir.path().join("truncated.bin");
+    fs::write(&truncated, &lean[..lean.len() - 100]).unwrap();
+    let output = xtask(&["eval", "--data-dir", &data, "--model", truncated.to_str().unwrap()]);
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(message.contains("truncated.bin") && message.contains("int8 lean weights take"), "{message}");
 }
 
 #[test]

@@ -10,8 +10,9 @@ use crate::CONV_CHANNELS;
 /// Output channels updated together: four 128-bit vectors.
 pub const BLOCK: usize = 16;
 
-/// 3x3 convolution without padding over a `(rows, width, inputs)` map, writing
-/// `(out_rows, out_columns, 64)`, where `out_rows = rows - 2` and `out_columns` is even.
+/// 3x3 convolution without padding over a `(rows, width, inputs)` map, writing the top-left
+/// `(out_rows, out_columns, 64)` of its output (`out_rows` from `output`'s length);
+/// `out_columns` must be even.
 ///
 /// Two output columns are computed together so each weight vector loaded serves two pixels.
 /// `taps` is `[tap][input][output]`.
@@ -53,13 +54,13 @@ pub fn conv3x3(
     }
 }
 
-/// 2x2 max-pooling of a `(rows, width, 64)` map into the first `side` x `side` cells of a
-/// `(side, out_width, 64)` map; odd trailing rows and columns are dropped, as burn does.
-pub fn max_pool_2x2(input: &[f32], width: usize, side: usize, output: &mut [f32], out_width: usize) {
+/// 2x2 max-pooling of a `(rows, width, 64)` map into `(side, side, 64)`; trailing rows and
+/// columns beyond `2 * side` are dropped, as burn does.
+pub fn max_pool_2x2(input: &[f32], width: usize, side: usize, output: &mut [f32]) {
     let pixel = |y: usize, x: usize| &input[(y * width + x) * CONV_CHANNELS..][..CONV_CHANNELS];
     for y in 0..side {
         for x in 0..side {
-            let out = &mut output[(y * out_width + x) * CONV_CHANNELS..][..CONV_CHANNELS];
+            let out = &mut output[(y * side + x) * CONV_CHANNELS..][..CONV_CHANNELS];
             let (a, b, c, d) = (pixel(2 * y, 2 * x), pixel(2 * y, 2 * x + 1), pixel(2 * y + 1, 2 * x), pixel(2 * y + 1, 2 * x + 1));
             for i in 0..CONV_CHANNELS {
                 out[i] = max(max(a[i], b[i]), max(c[i], d[i]));

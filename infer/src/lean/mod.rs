@@ -22,11 +22,9 @@ use kernels::{BLOCK, Dense, conv3x3, gelu_in_place, max_pool_2x2, relu_in_place,
 /// 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5.
 const CONV1_SIDE: usize = IMAGE_SIZE - 2;
 const POOL1_SIDE: usize = CONV1_SIDE / 2;
-const CONV2_SIDE: usize = POOL1_SIDE - 2;
-/// The kernels compute output columns in pairs: conv2's 11 columns are computed as 12, from
-/// an input padded with one zero column, and the extra column is never read.
-const CONV2_COLUMNS: usize = CONV2_SIDE + 1;
-const POOL1_COLUMNS: usize = CONV2_COLUMNS + 2;
+/// conv2's output is 11x11, but pooling drops its last row and column, so only the 10x10
+/// that pooling reads is computed: a fifth less work than the whole map.
+const CONV2_USED: usize = 2 * FEATURE_SIDE;
 
 /// The model with its weights laid out for [`kernels`]; see the module doc.
 #[derive(Debug, Clone)]
@@ -93,14 +91,14 @@ impl LeanModel {
         let mut conv1 = vec![0.0; CONV1_SIDE * CONV1_SIDE * CONV_CHANNELS];
         conv3x3(pixels, IMAGE_SIZE, &self.conv1.taps, self.conv1.inputs, &self.conv1.bias, CONV1_SIDE, &mut conv1);
         gelu_in_place(&mut conv1);
-        let mut pool1 = vec![0.0; POOL1_SIDE * POOL1_COLUMNS * CONV_CHANNELS];
-        max_pool_2x2(&conv1, CONV1_SIDE, POOL1_SIDE, &mut pool1, POOL1_COLUMNS);
+        let mut pool1 = vec![0.0; POOL1_SIDE * POOL1_SIDE * CONV_CHANNELS];
+        max_pool_2x2(&conv1, CONV1_SIDE, POOL1_SIDE, &mut pool1);
 
-        let mut conv2 = vec![0.0; CONV2_SIDE * CONV2_COLUMNS * CONV_CHANNELS];
-        conv3x3(&pool1, POOL1_COLUMNS, &self.conv2.taps, self.conv2.inputs, &self.conv2.bias, CONV2_COLUMNS, &mut conv2);
+        let mut conv2 = vec![0.0; CONV2_USED * CONV2_USED * CONV_CHANNELS];
+        conv3x3(&pool1, POOL1_SIDE, &self.conv2.taps, self.conv2.inputs, &self.conv2.bias, CONV2_USED, &mut conv2);
         gelu_in_place(&mut conv2);
         let mut features = [0.0; FEATURE_SIDE * FEATURE_SIDE * CONV_CHANNELS];
-        max_pool_2x2(&conv2, CONV2_COLUMNS, FEATURE_SIDE, &mut features, FEATURE_SIDE);
+        max_pool_2x2(&conv2, CONV2_USED, FEATURE_SIDE, &mut features);
 
         let mut hidden1 = [0.0; HIDDEN];
         self.fc1.forward(&features, &mut hidden1);

@@ -7,7 +7,7 @@
 //! file's length is fixed by its precision and checked exactly.
 
 use alloc::vec::Vec;
-use alloc::{format, vec};
+use alloc::format;
 
 use half::f16;
 
@@ -82,6 +82,7 @@ impl Weights {
     #[cfg(feature = "burn")]
     pub fn from_model(model: &crate::Model) -> Self {
         use burn::nn::{BatchNorm, Linear, conv::Conv2d};
+        use alloc::vec;
         use burn::tensor::Tensor;
 
         fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
@@ -119,6 +120,11 @@ impl Weights {
                 dense(&model.fc3),
             ],
         }
+    }
+
+    /// Whether `bytes` claim to be lean weights (they start with the format's magic).
+    pub fn recognises(bytes: &[u8]) -> bool {
+        bytes.starts_with(MAGIC)
     }
 
     /// The byte format in `precision`; see the module doc.
