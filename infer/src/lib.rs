@@ -35,6 +35,8 @@ pub const PIXEL_MEAN: f32 = 0.1307;
 /// Standard deviation of the MNIST training pixels after scaling to [0, 1].
 pub const PIXEL_STD: f32 = 0.3081;
 
+/// BatchNorm's epsilon (burn's default), which folding BatchNorm into a conv needs.
+const BATCH_NORM_EPSILON: f64 = 1e-5;
 /// Output channels of both 3x3 convolutions.
 const CONV_CHANNELS: usize = 64;
 /// Width of the two hidden dense layers.

@@ -9,7 +9,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Gelu, Linear, LinearConfig, Relu};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData, activation::softmax};
 
-use crate::{CONV_CHANNELS, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction};
+use crate::{BATCH_NORM_EPSILON, CONV_CHANNELS, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction};
 
 /// The MNIST CNN. Input `[batch, 1, 28, 28]` of [`crate::normalize`]d pixels, output logits.
 #[derive(Module, Debug)]
@@ -32,9 +32,9 @@ impl Model {
         let conv = |input| Conv2dConfig::new([input, CONV_CHANNELS], [3, 3]).init(device);
         Self {
             conv1: conv(1),
-            norm1: BatchNormConfig::new(CONV_CHANNELS).init(device),
+            norm1: BatchNormConfig::new(CONV_CHANNELS).with_epsilon(BATCH_NORM_EPSILON).init(device),
             conv2: conv(CONV_CHANNELS),
-            norm2: BatchNormConfig::new(CONV_CHANNELS).init(device),
+            norm2: BatchNormConfig::new(CONV_CHANNELS).with_epsilon(BATCH_NORM_EPSILON).init(device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
             gelu: Gelu::new(),
             fc1: LinearConfig::new(FEATURES, HIDDEN).init(device),
@@ -94,18 +94,26 @@ impl Model {
     /// Class probabilities, one row of ten per image, for `batch` normalised images laid out
     /// row-major (`batch * 784` values).
     pub fn probabilities(&self, pixels: Vec<f32>, device: &Device) -> Vec<[f32; NUM_CLASSES]> {
+        rows(self.probability_tensor(pixels, device).into_data())
+    }
+
+    /// The probabilities as a `[batch, 10]` tensor still on `device`, for callers that must
+    /// read it back asynchronously (WebGPU in a browser).
+    pub fn probability_tensor(&self, pixels: Vec<f32>, device: &Device) -> Tensor<2> {
         let batch = pixels.len() / PIXELS;
         assert_eq!(batch * PIXELS, pixels.len(), "input is not a whole number of images");
         let images = Tensor::<4>::from_data(
             TensorData::new(pixels, [batch, 1, IMAGE_SIZE, IMAGE_SIZE]),
             device,
         );
-        let probs = softmax(self.forward(images), 1).into_data();
-        let flat = probs.as_slice::<f32>().expect("float output");
-        flat.chunks_exact(NUM_CLASSES)
-            .map(|row| row.try_into().expect("ten classes"))
-            .collect()
+        softmax(self.forward(images), 1)
     }
+}
+
+/// Rows of ten from the data of a probability tensor.
+pub(crate) fn rows(probabilities: TensorData) -> Vec<[f32; NUM_CLASSES]> {
+    let flat = probabilities.as_slice::<f32>().expect("float output");
+    flat.chunks_exact(NUM_CLASSES).map(|row| row.try_into().expect("ten classes")).collect()
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! The browser API (feature `wasm`): a classifier over the weights embedded at build time.
 //!
 //! Which model runs is fixed at build time by the crate's features: the lean model alone, or
-//! the burn model on `flex` or `ndarray`. The JavaScript API is the same for all of them.
-//! Every entry point checks its input and answers a wrong one with a JavaScript exception
-//! that says what was expected, so no input can reach a panic or a wasm trap.
+//! the burn model on `flex`, `ndarray`, or `wgpu` (WebGPU, falling back to flex where the
+//! browser has none). The CPU builds answer at once; the WebGPU build is created with
+//! `await Classifier.create(useGpu)` and answers with promises, since a browser reads GPU
+//! results back asynchronously. Every entry point checks its input and answers a wrong one
+//! with a JavaScript exception that says what was expected, so no input can reach a panic or
+//! a wasm trap.
 
+use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
@@ -29,21 +33,42 @@ extern "C" {
 /// Loads the embedded model once; classifies canvases or ready 28x28 images.
 #[wasm_bindgen]
 pub struct Classifier {
-    engine: Engine,
+    engine: Rc<Engine>,
 }
 
+#[cfg(not(feature = "wgpu"))]
 #[wasm_bindgen]
 impl Classifier {
     #[wasm_bindgen(constructor)]
     pub fn new() -> Result<Classifier, JsError> {
         let engine = Engine::load(WEIGHTS).map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(Classifier { engine })
+        Ok(Classifier { engine: Rc::new(engine) })
     }
+}
 
+#[cfg(feature = "wgpu")]
+#[wasm_bindgen]
+impl Classifier {
+    /// Starts on WebGPU when `gpu` is true and the browser grants a device, else on the CPU;
+    /// `backend` tells which, and why.
+    pub async fn create(gpu: bool) -> Result<Classifier, JsError> {
+        let engine = Engine::start(WEIGHTS, gpu).await.map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(Classifier { engine: Rc::new(engine) })
+    }
+}
+
+/// What a classification returns: the prediction, or on WebGPU a promise of it.
+#[cfg(not(feature = "wgpu"))]
+type Answer = JsPrediction;
+#[cfg(feature = "wgpu")]
+type Answer = js_sys::Promise;
+
+#[wasm_bindgen]
+impl Classifier {
     /// What runs the model, for people to read.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
-        Engine::NAME.into()
+        self.engine.name().into()
     }
 
     /// Bytes of weights embedded in this bundle.
@@ -54,26 +79,46 @@ impl Classifier {
 
     /// Classifies an RGBA buffer (e.g. `ImageData.data` of a canvas), `width` x `height`.
     #[wasm_bindgen(js_name = classifyRgba)]
-    pub fn classify_rgba(&self, rgba: &[u8], width: usize, height: usize) -> Result<JsPrediction, JsError> {
+    pub fn classify_rgba(&self, rgba: &[u8], width: usize, height: usize) -> Result<Answer, JsError> {
         let started = now();
         let ink = ink_from_rgba(rgba, width, height).map_err(|e| JsError::new(&e.to_string()))?;
         let input = to_mnist(&ink, width, height).map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(self.finish(&input, started))
+        Ok(self.answer(input, started))
     }
 
     /// Classifies a ready 28x28 grey image (784 bytes, 0 = paper, 255 = ink).
     #[wasm_bindgen(js_name = classifyMnist)]
-    pub fn classify_mnist(&self, grey: &[u8]) -> Result<JsPrediction, JsError> {
+    pub fn classify_mnist(&self, grey: &[u8]) -> Result<Answer, JsError> {
         let started = now();
-        let input: &[u8; PIXELS] = grey
+        let input: [u8; PIXELS] = grey
             .try_into()
             .map_err(|_| JsError::new(&alloc::format!("a 28x28 image needs {PIXELS} bytes, got {}", grey.len())))?;
-        Ok(self.finish(input, started))
+        Ok(self.answer(input, started))
+    }
+}
+
+/// The 28x28 grey image (784 bytes) an RGBA canvas becomes: what `classifyRgba` classifies,
+/// for pages that send it to a model elsewhere (the edge worker).
+#[wasm_bindgen(js_name = toMnist)]
+pub fn to_mnist_js(rgba: &[u8], width: usize, height: usize) -> Result<Vec<u8>, JsError> {
+    let ink = ink_from_rgba(rgba, width, height).map_err(|e| JsError::new(&e.to_string()))?;
+    Ok(to_mnist(&ink, width, height).map_err(|e| JsError::new(&e.to_string()))?.to_vec())
+}
+
+impl Classifier {
+    #[cfg(not(feature = "wgpu"))]
+    fn answer(&self, input: [u8; PIXELS], started: f64) -> Answer {
+        let prediction = self.engine.classify(&input);
+        JsPrediction { prediction, millis: now() - started }
     }
 
-    fn finish(&self, input: &[u8; PIXELS], started: f64) -> JsPrediction {
-        let prediction = self.engine.classify(input);
-        JsPrediction { prediction, millis: now() - started }
+    #[cfg(feature = "wgpu")]
+    fn answer(&self, input: [u8; PIXELS], started: f64) -> Answer {
+        let engine = self.engine.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let prediction = engine.classify_async(&input).await.map_err(|e| JsError::new(&e))?;
+            Ok(JsPrediction { prediction, millis: now() - started }.into())
+        })
     }
 }
 
@@ -82,10 +127,12 @@ struct Engine(crate::lean::LeanModel);
 
 #[cfg(not(feature = "burn"))]
 impl Engine {
-    const NAME: &str = "lean (infer's own kernels, wasm simd128)";
-
     fn load(weights: &[u8]) -> Result<Self, LoadError> {
         crate::lean::LeanModel::from_bytes(weights).map(Engine)
+    }
+
+    fn name(&self) -> &str {
+        "lean (infer's own kernels, wasm simd128)"
     }
 
     fn classify(&self, input: &[u8; PIXELS]) -> Prediction {
@@ -97,25 +144,50 @@ impl Engine {
 struct Engine {
     model: crate::Model,
     device: burn::tensor::Device,
+    name: String,
 }
 
 #[cfg(feature = "burn")]
 impl Engine {
-    #[cfg(feature = "flex")]
-    const NAME: &str = "burn flex (cpu, wasm simd128)";
-    #[cfg(not(feature = "flex"))]
-    const NAME: &str = "burn ndarray (cpu)";
-
+    #[cfg(not(feature = "wgpu"))]
     fn load(weights: &[u8]) -> Result<Self, LoadError> {
         #[cfg(feature = "flex")]
-        let device = burn::tensor::Device::flex();
+        let (device, name) = (burn::tensor::Device::flex(), "burn flex (cpu, wasm simd128)");
         #[cfg(not(feature = "flex"))]
-        let device = burn::tensor::Device::ndarray();
-        Ok(Engine { model: crate::Model::from_bytes(weights, &device)?, device })
+        let (device, name) = (burn::tensor::Device::ndarray(), "burn ndarray (cpu)");
+        Ok(Engine { model: crate::Model::from_bytes(weights, &device)?, device, name: name.into() })
     }
 
+    #[cfg(feature = "wgpu")]
+    async fn start(weights: &[u8], gpu: bool) -> Result<Self, LoadError> {
+        use burn::tensor::{Device, wgpu::WgpuBackend};
+        let cpu = |why: &str| (Device::flex(), alloc::format!("burn flex (cpu, wasm simd128): {why}"));
+        let (device, name) = if gpu {
+            match Device::wgpu_options().graphics_api(WgpuBackend::WebGpu).init_async().await {
+                Ok(device) => (device, "burn wgpu (WebGPU)".into()),
+                Err(e) => cpu(&alloc::format!("WebGPU did not start ({e})")),
+            }
+        } else {
+            cpu("this browser has no WebGPU")
+        };
+        Ok(Engine { model: crate::Model::from_bytes(weights, &device)?, device, name })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[cfg(not(feature = "wgpu"))]
     fn classify(&self, input: &[u8; PIXELS]) -> Prediction {
         self.model.classify(input, &self.device)
+    }
+
+    #[cfg(feature = "wgpu")]
+    async fn classify_async(&self, input: &[u8; PIXELS]) -> Result<Prediction, String> {
+        let pixels = input.iter().map(|&g| crate::normalize(g)).collect();
+        let probabilities = self.model.probability_tensor(pixels, &self.device);
+        let data = probabilities.into_data_async().await.map_err(|e| e.to_string())?;
+        Ok(Prediction::new(crate::model::rows(data)[0], input))
     }
 }
 

@@ -169,7 +169,8 @@ pub fn gate(model: Option<PathBuf>, target: f64, mnist: &Mnist) -> anyhow::Resul
 }
 
 /// The committed model must pass the gate, the workspace tests run (release: they train),
-/// and the page is driven end to end in headless Chromium.
+/// the page is driven end to end in headless Chromium, and the edge worker end to end under
+/// wrangler.
 pub fn test(args: EvalArgs) -> anyhow::Result<()> {
     let mnist = args.data.load()?;
     gate(args.model, args.target, &mnist)?;
@@ -195,7 +196,8 @@ pub fn test(args: EvalArgs) -> anyhow::Result<()> {
     }
     // The gate was just checked above.
     crate::web::build_bundle(&crate::web::BuildWebArgs::default_build(true), Some(&mnist), &crate::web::bundle_dir())?;
-    crate::web::end_to_end(&mnist)
+    crate::web::end_to_end(&mnist)?;
+    crate::edge::end_to_end(&mnist)
 }
 
 /// Scores a weights file on the test split: lean weights (what a browser bundle embeds) with

@@ -5,6 +5,7 @@
 
 mod bench;
 mod commands;
+mod edge;
 mod predict;
 mod serve;
 mod web;
@@ -41,6 +42,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure classification latency and load time in headless Chromium, and bundle sizes.
     BenchWeb(web::BenchWebArgs),
+    /// The Cloudflare worker: build it, run it locally, or deploy it.
+    #[command(subcommand)]
+    Edge(edge::EdgeCommand),
+    /// Cold and warm request latency of the worker run locally.
+    BenchEdge(edge::BenchEdgeArgs),
     /// Classify PNG/JPEG files with the committed model.
     Predict(predict::PredictArgs),
     /// What CI runs: the committed model against the gate, every workspace test, and the
@@ -64,6 +70,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::BenchWeb(args) => web::bench_web(&args),
         Command::Predict(args) => predict::predict(args),
+        Command::Edge(command) => edge::edge(command),
+        Command::BenchEdge(args) => edge::bench_edge(args),
         Command::Test(args) => commands::test(args),
     };
     match result {

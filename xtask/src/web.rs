@@ -48,6 +48,9 @@ pub enum WebBackend {
     Flex,
     /// burn's ndarray CPU backend, over model.bin (f32).
     Ndarray,
+    /// burn's wgpu backend on WebGPU, over model.bin (f32); the page falls back to flex (and
+    /// says so) where the browser has no WebGPU.
+    Wgpu,
 }
 
 /// How the lean model's weights are stored.
@@ -237,6 +240,7 @@ fn compile_wasm(backend: WebBackend, weights: &Path) -> anyhow::Result<PathBuf> 
         WebBackend::Lean => "wasm",
         WebBackend::Flex => "wasm flex",
         WebBackend::Ndarray => "wasm ndarray",
+        WebBackend::Wgpu => "wasm wgpu",
     };
     let status = Command::new(&cargo)
         .current_dir(root())
@@ -281,14 +285,14 @@ fn wasm_opt() -> Option<PathBuf> {
 }
 
 /// The version of `package` that Cargo.lock pins.
-fn locked_version(package: &str) -> anyhow::Result<String> {
+pub fn locked_version(package: &str) -> anyhow::Result<String> {
     let lock = fs::read_to_string(root().join("Cargo.lock"))?;
     let needle = format!("name = \"{package}\"\nversion = \"");
     let start = lock.find(&needle).with_context(|| format!("{package} is not in Cargo.lock"))? + needle.len();
     Ok(lock[start..].split('"').next().unwrap_or_default().to_string())
 }
 
-fn run(command: &mut Command) -> anyhow::Result<()> {
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let status = command.status().with_context(|| format!("cannot run {:?}", command.get_program()))?;
     if !status.success() {
         bail!("{:?} failed ({status})", command.get_program());
@@ -334,8 +338,9 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
 
 #[derive(Args, Debug)]
 pub struct BenchWebArgs {
-    /// Bundles to build and measure, in order: lean-int8, lean-f16, lean-f32, flex, ndarray.
-    #[arg(long, value_delimiter = ',', default_value = "lean-int8,lean-f16,lean-f32,flex,ndarray")]
+    /// Bundles to build and measure, in order: lean-int8, lean-f16, lean-f32, flex, ndarray,
+    /// wgpu (in headless Chromium without a GPU, wgpu measures its fallback to flex).
+    #[arg(long, value_delimiter = ',', default_value = "lean-int8,lean-f16,lean-f32,flex,ndarray,wgpu")]
     pub variants: Vec<String>,
     /// Timed classifications per measurement, after warm-up.
     #[arg(long, default_value_t = 300)]
@@ -353,7 +358,8 @@ pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
             "lean-f32" => (WebBackend::Lean, WeightsChoice::F32),
             "flex" => (WebBackend::Flex, WeightsChoice::F32),
             "ndarray" => (WebBackend::Ndarray, WeightsChoice::F32),
-            other => bail!("unknown variant {other:?} (lean-int8, lean-f16, lean-f32, flex, ndarray)"),
+            "wgpu" => (WebBackend::Wgpu, WeightsChoice::F32),
+            other => bail!("unknown variant {other:?} (lean-int8, lean-f16, lean-f32, flex, ndarray, wgpu)"),
         };
         let build = BuildWebArgs { backend, weights, ..BuildWebArgs::default_build(true) };
         let dir = crate::target_dir().join("web-bench").join(variant);
@@ -411,6 +417,7 @@ fn with_server(work: impl FnOnce(&str) -> anyhow::Result<()>) -> anyhow::Result<
 /// playwright-core) and the pinned wasm-bindgen CLI. Says what is still missing.
 pub fn setup() -> anyhow::Result<()> {
     run(Command::new("npm").current_dir(root()).args(["ci", "--no-audit", "--no-fund"]))?;
+    crate::edge::setup()?;
     let bindgen = wasm_bindgen()?;
     println!("wasm-bindgen: {}", bindgen.display());
     match wasm_opt() {

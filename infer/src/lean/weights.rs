@@ -81,45 +81,58 @@ impl Weights {
     /// Freezes a trained model: BatchNorm (running statistics) folded into the conv before it.
     #[cfg(feature = "burn")]
     pub fn from_model(model: &crate::Model) -> Self {
-        use burn::nn::{BatchNorm, Linear, conv::Conv2d};
-        use alloc::vec;
-        use burn::tensor::Tensor;
+        Self::from_record(&model.clone().to_bytes()).expect("a model's own record fits the model")
+    }
 
-        fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-            tensor.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 weights")
-        }
-        fn conv(conv: &Conv2d, norm: &BatchNorm) -> Layer {
-            let mut weight = values(conv.weight.val());
-            let bias = conv.bias.as_ref().map(|b| values(b.val())).unwrap_or_else(|| vec![0.0; CONV_CHANNELS]);
-            let (gamma, beta) = (values(norm.gamma.val()), values(norm.beta.val()));
-            let (mean, var) = (values(norm.running_mean.value()), values(norm.running_var.value()));
-            let fan_in = weight.len() / CONV_CHANNELS;
-            let mut folded_bias = vec![0.0; CONV_CHANNELS];
-            for c in 0..CONV_CHANNELS {
-                let scale = gamma[c] as f64 / (var[c] as f64 + norm.epsilon).sqrt();
+    /// Freezes the model a burn record (`model.bin`) holds, read with burn-pack alone: no burn
+    /// runtime is needed, so the edge worker loads `model.bin` itself.
+    #[cfg(feature = "record")]
+    pub fn from_record(bytes: &[u8]) -> Result<Self, LoadError> {
+        let format = |e: burn_pack::Error| LoadError::Format(format!("{e}"));
+        let tensors = burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes.to_vec()))
+            .and_then(burn_pack::Reader::into_tensors)
+            .map_err(format)?;
+        let values = |name: &str, len: usize| -> Result<Vec<f32>, LoadError> {
+            let tensor = tensors.iter().find(|t| t.name == name).ok_or_else(|| LoadError::Shape(format!("no tensor {name}")))?;
+            if tensor.dtype != burn_pack::DType::F32 {
+                return Err(LoadError::Shape(format!("{name} is {:?}, not f32", tensor.dtype)));
+            }
+            let bytes = tensor.to_bytes().map_err(format)?;
+            if bytes.len() != 4 * len {
+                return Err(LoadError::Shape(format!("{name} has {} values, the model needs {len}", bytes.len() / 4)));
+            }
+            Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+        };
+        let conv = |conv: &str, norm: &str, fan_in: usize| -> Result<Layer, LoadError> {
+            let channels = CONV_CHANNELS;
+            let stat = |field: &str| values(&format!("{norm}.{field}"), channels);
+            let (gamma, beta, mean, var) = (stat("gamma")?, stat("beta")?, stat("running_mean")?, stat("running_var")?);
+            let mut weight = values(&format!("{conv}.weight"), channels * fan_in)?;
+            let mut bias = values(&format!("{conv}.bias"), channels)?;
+            for c in 0..channels {
+                let scale = gamma[c] as f64 / (var[c] as f64 + crate::BATCH_NORM_EPSILON).sqrt();
                 for w in &mut weight[c * fan_in..(c + 1) * fan_in] {
                     *w = (*w as f64 * scale) as f32;
                 }
-                folded_bias[c] = ((bias[c] - mean[c]) as f64 * scale + beta[c] as f64) as f32;
+                bias[c] = ((bias[c] - mean[c]) as f64 * scale + beta[c] as f64) as f32;
             }
-            Layer { outputs: CONV_CHANNELS, fan_in, weight, bias: folded_bias }
-        }
-        fn dense(linear: &Linear) -> Layer {
+            Ok(Layer { outputs: channels, fan_in, weight, bias })
+        };
+        let dense = |name: &str, (outputs, fan_in): (usize, usize)| -> Result<Layer, LoadError> {
             // burn keeps [inputs, outputs]; rows per output are the transpose.
-            let [fan_in, outputs] = linear.weight.val().shape().dims();
-            let weight = values(linear.weight.val().transpose());
-            let bias = linear.bias.as_ref().map(|b| values(b.val())).unwrap_or_else(|| vec![0.0; outputs]);
-            Layer { outputs, fan_in, weight, bias }
-        }
-        Weights {
+            let stored = values(&format!("{name}.weight"), fan_in * outputs)?;
+            let weight = (0..outputs * fan_in).map(|i| stored[(i % fan_in) * outputs + i / fan_in]).collect();
+            Ok(Layer { outputs, fan_in, weight, bias: values(&format!("{name}.bias"), outputs)? })
+        };
+        Ok(Weights {
             layers: [
-                conv(&model.conv1, &model.norm1),
-                conv(&model.conv2, &model.norm2),
-                dense(&model.fc1),
-                dense(&model.fc2),
-                dense(&model.fc3),
+                conv("conv1", "norm1", SHAPES[0].1)?,
+                conv("conv2", "norm2", SHAPES[1].1)?,
+                dense("fc1", SHAPES[2])?,
+                dense("fc2", SHAPES[3])?,
+                dense("fc3", SHAPES[4])?,
             ],
-        }
+        })
     }
 
     /// Whether `bytes` claim to be lean weights (they start with the format's magic).

@@ -1,0 +1,464 @@
+//! `edge` and `bench-edge`: the Cloudflare Worker in `edge/`, built with worker-build and run
+//! locally under wrangler (workerd on 127.0.0.1, R2 and Durable Object state in a folder).
+//!
+//! Tools: wrangler and esbuild are pinned in `edge/package.json` (wrangler 4.86.0, the last
+//! release that runs on Node 20); worker-build and wasm-bindgen are pinned to Cargo.lock and
+//! installed under `target/tools`; wasm-opt comes from the root npm packages. worker-build is
+//! pointed at all of them, so it downloads nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use crate::root;
+use crate::web::{locked_version, run, wasm_bindgen};
+
+/// Where the model lives in the worker's R2 bucket (see `edge/wrangler.toml`).
+const BUCKET: &str = "mnist-models";
+const MODEL_KEY: &str = "mnist/model.bin";
+/// No telemetry and no look-ups of Cloudflare's network from a local run.
+const QUIET: [(&str, &str); 2] = [("WRANGLER_SEND_METRICS", "false"), ("CLOUDFLARE_CF_FETCH_ENABLED", "false")];
+
+#[derive(Subcommand, Debug)]
+pub enum EdgeCommand {
+    /// Build the worker (worker-build --release) with the project's pinned tools.
+    Build,
+    /// Put artifacts/model.bin into the local R2 and run the worker on 127.0.0.1.
+    Dev {
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+    },
+    /// Upload artifacts/model.bin to R2 and deploy the worker (needs CLOUDFLARE_API_TOKEN).
+    Deploy,
+    /// The worker's end-to-end test alone (part of `cargo xtask test`).
+    Test {
+        #[command(flatten)]
+        data: crate::commands::DataArgs,
+    },
+}
+
+pub fn edge(command: EdgeCommand) -> anyhow::Result<()> {
+    match command {
+        EdgeCommand::Build => build(),
+        EdgeCommand::Dev { port } => dev(port),
+        EdgeCommand::Deploy => deploy(),
+        EdgeCommand::Test { data } => end_to_end(&data.load()?),
+    }
+}
+
+fn edge_dir() -> PathBuf {
+    root().join("edge")
+}
+
+fn wrangler() -> Command {
+    let mut command = Command::new(edge_dir().join("node_modules/.bin/wrangler"));
+    command.current_dir(edge_dir()).envs(QUIET);
+    command
+}
+
+/// The npm tools of `edge/` and the pinned worker-build.
+pub fn setup() -> anyhow::Result<()> {
+    run(Command::new("npm").current_dir(edge_dir()).args(["ci", "--no-audit", "--no-fund"]))?;
+    println!("worker-build: {}", worker_build()?.display());
+    Ok(())
+}
+
+/// worker-build matching the `worker` crate in Cargo.lock: in `target/tools`, or installed
+/// there now.
+fn worker_build() -> anyhow::Result<PathBuf> {
+    let version = locked_version("worker")?;
+    let local = crate::target_dir().join("tools/bin/worker-build");
+    if let Ok(out) = Command::new(&local).arg("--version").output()
+        && String::from_utf8_lossy(&out.stdout).contains(&version)
+    {
+        return Ok(local);
+    }
+    println!("installing worker-build {version} into target/tools (once)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .args(["install", "worker-build", "--version", &version, "--root"])
+        .arg(crate::target_dir().join("tools")))?;
+    Ok(local)
+}
+
+/// Builds `edge/build/` and makes sure the page it serves (`artifacts/web/`) is current.
+pub fn build() -> anyhow::Result<()> {
+    ensure!(
+        edge_dir().join("node_modules/.bin/wrangler").exists(),
+        "edge/node_modules is missing: run `cargo xtask setup` first"
+    );
+    if crate::web::bundle_is_stale() {
+        crate::web::build_web(&crate::web::BuildWebArgs::default_build(false))?;
+    }
+    let wasm_opt = root().join("node_modules/.bin/wasm-opt");
+    ensure!(wasm_opt.exists(), "node_modules/.bin/wasm-opt is missing: run `cargo xtask setup` first");
+    run(Command::new(worker_build()?)
+        .current_dir(edge_dir())
+        .arg("--release")
+        .env("WASM_BINDGEN_BIN", wasm_bindgen()?)
+        .env("WASM_OPT_BIN", wasm_opt)
+        .env("ESBUILD_BIN", edge_dir().join("node_modules/.bin/esbuild")))
+}
+
+/// `wrangler r2 object put` of `file` as the model, into the local state folder `state`.
+fn put_local_model(state: &Path, file: &Path) -> anyhow::Result<()> {
+    let output = wrangler()
+        .args(["r2", "object", "put", &format!("{BUCKET}/{MODEL_KEY}"), "--local", "--persist-to"])
+        .arg(state)
+        .arg("--file")
+        .arg(file)
+        .output()
+        .context("cannot run wrangler")?;
+    ensure!(output.status.success(), "wrangler r2 object put failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}
+
+fn dev(port: u16) -> anyhow::Result<()> {
+    build()?;
+    let state = edge_dir().join(".wrangler/state");
+    put_local_model(&state, &root().join("artifacts/model.bin"))?;
+    println!("worker at http://127.0.0.1:{port}/ (the page: /, or /?edge to classify on the worker); Ctrl-C stops it");
+    println!("the admin route needs ADMIN_TOKEN: put `ADMIN_TOKEN=...` in edge/.dev.vars");
+    run(wrangler().args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--persist-to"]).arg(&state))
+}
+
+fn deploy() -> anyhow::Result<()> {
+    if std::env::var_os("CLOUDFLARE_API_TOKEN").is_none() {
+        bail!(
+            "no Cloudflare credentials: set CLOUDFLARE_API_TOKEN (an API token with Workers, R2 and Durable Objects \
+             edit rights) and CLOUDFLARE_ACCOUNT_ID, then run this again"
+        );
+    }
+    build()?;
+    run(wrangler()
+        .args(["r2", "object", "put", &format!("{BUCKET}/{MODEL_KEY}"), "--remote", "--file"])
+        .arg(root().join("artifacts/model.bin")))?;
+    run(wrangler().arg("deploy"))?;
+    println!("deployed; set the admin token once with `npx wrangler secret put ADMIN_TOKEN` (in edge/)");
+    Ok(())
+}
+
+/// `wrangler dev` on a free loopback port, with its state in a temporary folder; stopped
+/// (its whole process group) when dropped.
+pub struct LocalWorker {
+    pub url: String,
+    pub state: tempfile::TempDir,
+    child: Child,
+}
+
+impl LocalWorker {
+    /// Starts the worker and waits until `/health` answers.
+    pub fn start(admin_token: &str) -> anyhow::Result<LocalWorker> {
+        let state = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = wrangler();
+        command
+            // Debug logs name the worker's own workerd socket (see `direct_url`).
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "debug"])
+            .args(["--show-interactive-dev-session=false", "--var", &format!("ADMIN_TOKEN:{admin_token}"), "--persist-to"])
+            .arg(state.path())
+            .env("WRANGLER_LOG_PATH", state.path())
+            .stdin(Stdio::null())
+            // Its log is only worth reading when it fails to start; uploads while it runs
+            // make it report dropped connections that are expected.
+            .stdout(std::fs::File::create(state.path().join("wrangler.log"))?)
+            .stderr(Stdio::from(std::fs::File::options().append(true).open(state.path().join("wrangler.log"))?));
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().context("cannot start wrangler dev")?;
+        let mut worker = LocalWorker { url: format!("http://127.0.0.1:{port}"), state, child };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(response) = agent().get(&format!("{}/health", worker.url)).call()
+                && response.status() == 200
+            {
+                return Ok(worker);
+            }
+            if let Some(status) = worker.child.try_wait()? {
+                let log = std::fs::read_to_string(worker.state.path().join("wrangler.log")).unwrap_or_default();
+                bail!("wrangler dev exited before the worker answered ({status}):\n{log}");
+            }
+            ensure!(Instant::now() < deadline, "the worker did not answer /health within 90 s");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The worker's own workerd socket, behind the dev proxy that `url` is: production has no
+    /// such proxy, so this is the closer view of the worker's own cost. Read from wrangler's
+    /// debug log, so `None` if a wrangler version words it differently.
+    pub fn direct_url(&self) -> Option<String> {
+        let log = std::fs::read_to_string(self.state.path().join("wrangler.log")).ok()?;
+        let at = log.rfind("\"userWorkerUrl\"")?;
+        let port: String = log[at..].split("\"port\":\"").nth(1)?.chars().take_while(char::is_ascii_digit).collect();
+        (!port.is_empty()).then(|| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Stores `file` as the model in this worker's local R2. Writing the state folder from a
+    /// second wrangler restarts the running worker's Durable Object (its model is dropped),
+    /// so this waits until the worker answers again.
+    pub fn put_model(&self, file: &Path) -> anyhow::Result<()> {
+        put_local_model(self.state.path(), file)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !agent().get(&format!("{}/health", self.url)).call().is_ok_and(|r| r.status() == 200) {
+            ensure!(Instant::now() < deadline, "the worker did not come back after the model upload");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Stops wrangler and the workerd it started; true once they are gone.
+    pub fn stop(&mut self) -> bool {
+        let group = format!("-{}", self.child.id());
+        for signal in ["-TERM", "-KILL"] {
+            let _ = Command::new("kill").args([signal, "--", &group]).stderr(Stdio::null()).status();
+            for _ in 0..50 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        false
+    }
+}
+
+impl Drop for LocalWorker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTP client that hands back error statuses as responses, for the test to inspect.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// `(status, JSON body)` of a request; `body` is sent as JSON when given.
+pub fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
+    let mut request = ureq::http::Request::builder().method(method).uri(url).header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let mut response = agent.run(request.body(body.unwrap_or_default().to_string())?)?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string()?;
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, json))
+}
+
+/// The CI check: the worker built and run locally, fed the committed model through local
+/// R2, held to native `infer` on the first 200 test digits, and pushed through every error.
+pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
+    const DIGITS: usize = 200;
+    let token = format!("test-{}", std::process::id());
+    build()?;
+    let mut worker = LocalWorker::start(&token)?;
+    let agent = agent();
+    let url = |path: &str| format!("{}{path}", worker.url);
+    let predict = |body: &str| call(&agent, "POST", &url("/predict"), Some(body), None);
+    let pixels = |i: usize| json!({ "pixels": mnist.test.image(i) }).to_string();
+    let mut checks = Checks::default();
+
+    // No model in R2 yet, then a corrupt one: both are 503s that say so.
+    let (status, body) = predict(&pixels(0))?;
+    checks.expect("missing model is 503", status == 503 && body["error"].to_string().contains("no mnist/model.bin"), &body);
+    let corrupt = tempfile::NamedTempFile::new()?;
+    std::fs::write(corrupt.path(), b"not a model")?;
+    worker.put_model(corrupt.path())?;
+    let (status, body) = predict(&pixels(0))?;
+    checks.expect("corrupt model is 503", status == 503 && body["error"].to_string().contains("not a usable model"), &body);
+
+    // The committed model: every answer matches native infer.
+    let model_path = root().join("artifacts/model.bin");
+    worker.put_model(&model_path)?;
+    let model_bin = std::fs::read(&model_path)?;
+    let sha256 = train::data::sha256_hex(&model_bin);
+    let device = burn::tensor::Device::flex();
+    let native = infer::Model::from_bytes(&model_bin, &device)?;
+    let expected = native.probabilities(
+        mnist.test.images[..DIGITS * infer::PIXELS].iter().map(|&g| infer::normalize(g)).collect(),
+        &device,
+    );
+    let (mut same, mut worst, mut loaded_at) = (0, 0.0f64, None);
+    for (i, expected) in expected.iter().enumerate() {
+        let (status, body) = predict(&pixels(i))?;
+        ensure!(status == 200, "digit {i}: status {status}: {body}");
+        let probabilities: Vec<f64> = serde_json::from_value(body["probabilities"].clone())?;
+        let difference = probabilities.iter().zip(expected).map(|(a, &b)| (a - b as f64).abs()).fold(0.0, f64::max);
+        worst = worst.max(difference);
+        same += usize::from(body["digit"] == json!(infer::argmax(expected)) && difference < 1e-5);
+        checks.expect("model is the committed one", body["model"]["sha256"] == json!(sha256), &body["model"]);
+        checks.expect("model loaded once", body["model"]["loads"] == json!(1), &body["model"]);
+        let at = body["model"]["loaded_at"].clone();
+        checks.expect("one load serves all", loaded_at.get_or_insert(at.clone()) == &at, &at);
+    }
+    println!("edge: {same} of {DIGITS} test digits answered as native infer answers them (largest probability difference {worst:.1e})");
+    checks.expect("every digit matches native infer within 1e-5", same == DIGITS, &json!(same));
+
+    // Every error status.
+    for (name, method, path, body, want) in [
+        ("unknown route", "GET", "/nope", None, 404),
+        ("wrong method on /predict", "GET", "/predict", None, 405),
+        ("wrong method on /health", "POST", "/health", Some("{}"), 405),
+        ("malformed JSON", "POST", "/predict", Some("{\"pixels\": [1, 2"), 400),
+        ("wrong length", "POST", "/predict", Some("{\"pixels\": [0, 0, 0]}"), 400),
+        ("out of range", "POST", "/predict", Some(&*format!("{{\"pixels\": [{}300]}}", "0,".repeat(783))), 400),
+        ("reload without the token", "POST", "/admin/reload", Some("{}"), 401),
+    ] {
+        let (status, body) = call(&agent, method, &url(path), body, None)?;
+        let says = body["error"].as_str().is_some_and(|e| !e.is_empty());
+        checks.expect(name, status == want && says, &json!({ "status": status, "body": body }));
+    }
+    let (status, body) = call(&agent, "POST", &url("/admin/reload"), Some("{}"), Some("wrong-token"))?;
+    checks.expect("reload with a wrong token", status == 401, &body);
+
+    // A model update: the admin reload makes the object load R2 again, without a redeploy.
+    let (status, body) = call(&agent, "POST", &url("/admin/reload"), Some("{}"), Some(&token))?;
+    checks.expect("reload with the token", status == 200 && body["model"]["loads"] == json!(2), &body);
+    let (status, body) = predict(&pixels(0))?;
+    checks.expect("answers after a reload", status == 200 && body["model"]["loads"] == json!(2), &body);
+
+    // The page is served too.
+    let (status, page) = call(&agent, "GET", &url("/"), None, None)?;
+    checks.expect("serves the page", status == 200 && page.to_string().contains("Draw a digit"), &json!(status));
+
+    checks.expect("the server stops", worker.stop(), &json!(null));
+    checks.finish()
+}
+
+/// Collects failed expectations so one run reports all of them.
+#[derive(Default)]
+struct Checks {
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Checks {
+    fn expect(&mut self, name: &str, ok: bool, evidence: &Value) {
+        if ok {
+            self.passed += 1;
+        } else if !self.failed.iter().any(|f| f.starts_with(name)) {
+            self.failed.push(format!("{name}: {evidence}"));
+        }
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        if !self.failed.is_empty() {
+            bail!("edge end-to-end: {} check(s) failed:\n  {}", self.failed.len(), self.failed.join("\n  "));
+        }
+        println!("edge end-to-end: all {} checks passed", self.passed);
+        Ok(())
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchEdgeArgs {
+    /// Requests in each warm measurement.
+    #[arg(long, default_value_t = 1000)]
+    pub requests: usize,
+    /// Concurrent clients in the second warm measurement.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Fresh workers started to time a cold first request.
+    #[arg(long, default_value_t = 3)]
+    pub cold_runs: usize,
+}
+
+/// A handwritten-looking "7" as a 28x28 request body: the same input for every request.
+fn seven() -> String {
+    let pixels: Vec<u8> = (0..infer::PIXELS)
+        .map(|i| {
+            let (y, x) = ((i / 28) as i32, (i % 28) as i32);
+            let top = (6..=8).contains(&y) && (6..=21).contains(&x);
+            let stem = (9..=23).contains(&y) && (x - (21 - (y - 8) / 2)).abs() <= 1;
+            if top || stem { 255 } else { 0 }
+        })
+        .collect();
+    json!({ "pixels": pixels }).to_string()
+}
+
+/// `bench-edge`: cold first request, then warm p50/p99, sequential and with concurrent
+/// clients, all over loopback to `wrangler dev`. Each phase stops after 120 s.
+pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
+    build()?;
+    let body = seven();
+    let model = root().join("artifacts/model.bin");
+    let post = |agent: &ureq::Agent, url: &str| -> anyhow::Result<(f64, Value)> {
+        let started = Instant::now();
+        let (status, answer) = call(agent, "POST", url, Some(&body), None)?;
+        ensure!(status == 200, "status {status}: {answer}");
+        Ok((started.elapsed().as_secs_f64() * 1e3, answer))
+    };
+
+    let mut cold = Vec::new();
+    for _ in 0..args.cold_runs {
+        let worker = LocalWorker::start("bench")?;
+        worker.put_model(&model)?;
+        let (ms, answer) = post(&agent(), &format!("{}/predict", worker.url))?;
+        cold.push((ms, answer["model"]["load_ms"].as_f64().unwrap_or(f64::NAN)));
+    }
+
+    let worker = LocalWorker::start("bench")?;
+    worker.put_model(&model)?;
+    post(&agent(), &format!("{}/predict", worker.url))?;
+    let mut warm = Vec::new();
+    let routes = [("through wrangler's dev proxy", Some(worker.url.clone())), ("direct to the worker's workerd", worker.direct_url())];
+    for (route, base) in routes {
+        let Some(base) = base else {
+            println!("(the worker's own workerd port is not in wrangler's log: measuring through the proxy only)");
+            continue;
+        };
+        let url = format!("{base}/predict");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let agent = agent();
+        let mut sequential = Vec::new();
+        while sequential.len() < args.requests && Instant::now() < deadline {
+            sequential.push(post(&agent, &url)?.0);
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let started = Instant::now();
+        let per_client = args.requests.div_ceil(args.clients.max(1));
+        let concurrent: Vec<f64> = std::thread::scope(|scope| {
+            let clients: Vec<_> = (0..args.clients.max(1))
+                .map(|_| {
+                    scope.spawn(|| -> anyhow::Result<Vec<f64>> {
+                        let agent = self::agent();
+                        let mut samples = Vec::new();
+                        while samples.len() < per_client && Instant::now() < deadline {
+                            samples.push(post(&agent, &url)?.0);
+                        }
+                        Ok(samples)
+                    })
+                })
+                .collect();
+            clients.into_iter().map(|c| c.join().expect("client thread")).collect::<anyhow::Result<Vec<_>>>()
+        })?
+        .concat();
+        warm.push((route, sequential, concurrent, started.elapsed().as_secs_f64()));
+    }
+
+    println!("\nedge worker under wrangler dev (workerd, loopback), the same 28x28 input each time");
+    for (i, (ms, load_ms)) in cold.iter().enumerate() {
+        println!("cold first request #{}: {ms:.1} ms (of which the Durable Object's R2 read and decode: {load_ms:.0} ms)", i + 1);
+    }
+    let line = |name: &str, samples: &mut Vec<f64>| {
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        println!("{name}: {} requests, p50 {:.2} ms, p99 {:.2} ms", samples.len(), at(0.5), at(0.99));
+    };
+    for (route, mut sequential, mut concurrent, seconds) in warm {
+        println!("{route}:");
+        line("  warm, sequential", &mut sequential);
+        line(&format!("  warm, {} concurrent clients", args.clients), &mut concurrent);
+        println!("    ({:.0} requests/s)", concurrent.len() as f64 / seconds);
+    }
+    Ok(())
+}
