@@ -39,6 +39,10 @@ try {
   firstPredictionMs = performance.now();
   document.getElementById("backend").textContent = classifier.backend;
   status.textContent = "Ready: draw a digit.";
+  if (classifier.backend.includes("WebGPU")) {
+    // The WebGPU build says in its backend whether it got the GPU or fell back, and why.
+    status.textContent += ` (${classifier.backend})`;
+  }
 } catch (error) {
   showError(`The model could not be loaded: ${error.message ?? error}`);
 }

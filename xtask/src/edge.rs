@@ -15,7 +15,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::root;
-use crate::web::{locked_version, run, wasm_bindgen};
+use crate::web::{locked_version, pinned_tool, run, wasm_bindgen};
 
 /// Where the model lives in the worker's R2 bucket (see `edge/wrangler.toml`).
 const BUCKET: &str = "mnist-models";
@@ -67,22 +67,9 @@ pub fn setup() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// worker-build matching the `worker` crate in Cargo.lock: in `target/tools`, or installed
-/// there now.
+/// worker-build matching the `worker` crate in Cargo.lock.
 fn worker_build() -> anyhow::Result<PathBuf> {
-    let version = locked_version("worker")?;
-    let local = crate::target_dir().join("tools/bin/worker-build");
-    if let Ok(out) = Command::new(&local).arg("--version").output()
-        && String::from_utf8_lossy(&out.stdout).contains(&version)
-    {
-        return Ok(local);
-    }
-    println!("installing worker-build {version} into target/tools (once)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
-        .args(["install", "worker-build", "--version", &version, "--root"])
-        .arg(crate::target_dir().join("tools")))?;
-    Ok(local)
+    pinned_tool("worker-build", "worker-build", &locked_version("worker")?)
 }
 
 /// Builds `edge/build/` and makes sure the page it serves (`artifacts/web/`) is current.

@@ -255,25 +255,27 @@ fn compile_wasm(backend: WebBackend, weights: &Path) -> anyhow::Result<PathBuf> 
     Ok(crate::target_dir().join(WASM_TARGET).join("wasm/infer.wasm"))
 }
 
-/// The wasm-bindgen CLI matching the library in Cargo.lock: on PATH, in `target/tools`, or
-/// installed there now.
+/// The wasm-bindgen CLI matching the library in Cargo.lock.
 pub fn wasm_bindgen() -> anyhow::Result<PathBuf> {
-    let version = locked_version("wasm-bindgen")?;
-    let local = crate::target_dir().join("tools/bin/wasm-bindgen");
-    for candidate in [PathBuf::from("wasm-bindgen"), local.clone()] {
+    pinned_tool("wasm-bindgen-cli", "wasm-bindgen", &locked_version("wasm-bindgen")?)
+}
+
+/// A tool installed with `cargo install` at exactly `version`: `bin` from PATH or
+/// `target/tools/bin` when it reports that version, else installed there now.
+pub fn pinned_tool(package: &str, bin: &str, version: &str) -> anyhow::Result<PathBuf> {
+    let local = crate::target_dir().join("tools/bin").join(bin);
+    for candidate in [PathBuf::from(bin), local.clone()] {
         if let Ok(out) = Command::new(&candidate).arg("--version").output()
-            && String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1) == Some(version.as_str())
+            && String::from_utf8_lossy(&out.stdout).split_whitespace().any(|word| word == version)
         {
             return Ok(candidate);
         }
     }
-    println!("installing wasm-bindgen-cli {version} into target/tools (once)");
-    // Not `--locked`: the CLI's published lock file pins a crate version the registry no
-    // longer serves.
+    println!("installing {package} {version} into target/tools (once)");
+    // Not `--locked`: wasm-bindgen-cli's published lock file pins a crate version the
+    // registry no longer serves.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
-        .args(["install", "wasm-bindgen-cli", "--version", &version, "--root"])
-        .arg(crate::target_dir().join("tools")))?;
+    run(Command::new(cargo).args(["install", package, "--version", version, "--root"]).arg(crate::target_dir().join("tools")))?;
     Ok(local)
 }
 

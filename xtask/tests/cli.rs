@@ -174,3 +174,15 @@ fn predict_names_a_file_that_is_not_an_image() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("notes.png"), "{}", stderr(&output));
 }
+
+#[test]
+fn edge_deploy_refuses_without_cloudflare_credentials() {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["edge", "deploy"])
+        .env_remove("CLOUDFLARE_API_TOKEN")
+        .output()
+        .expect("xtask runs");
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("no Cloudflare credentials") && message.contains("CLOUDFLARE_API_TOKEN"), "{message}");
+}
