@@ -432,6 +432,17 @@ pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
         warm.push((route, sequential, concurrent, started.elapsed().as_secs_f64()));
     }
 
+    // What the dev proxy costs by itself: a static file it serves without the worker.
+    let agent = agent();
+    let mut static_file = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while static_file.len() < args.requests && Instant::now() < deadline {
+        let started = Instant::now();
+        let (status, _) = call(&agent, "GET", &format!("{}/style.css", worker.url), None, None)?;
+        ensure!(status == 200, "GET /style.css: status {status}");
+        static_file.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+
     println!("\nedge worker under wrangler dev (workerd, loopback), the same 28x28 input each time");
     for (i, (ms, load_ms)) in cold.iter().enumerate() {
         println!("cold first request #{}: {ms:.1} ms (of which the Durable Object's R2 read and decode: {load_ms:.0} ms)", i + 1);
@@ -441,6 +452,7 @@ pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
         let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
         println!("{name}: {} requests, p50 {:.2} ms, p99 {:.2} ms", samples.len(), at(0.5), at(0.99));
     };
+    line("a static file through the dev proxy (no worker, no Durable Object)", &mut static_file);
     for (route, mut sequential, mut concurrent, seconds) in warm {
         println!("{route}:");
         line("  warm, sequential", &mut sequential);
