@@ -1,7 +1,7 @@
 //! `ModelHost`, the Durable Object that owns the model: loaded from R2 once, on first use,
 //! then kept in memory for every request this object serves.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use infer::lean::{LeanModel, Weights};
@@ -24,12 +24,12 @@ pub struct ModelHost {
     state: State,
     env: Env,
     loaded: RefCell<Option<Rc<Loaded>>>,
-    loads: Rc<RefCell<u32>>,
+    loads: Rc<Cell<u32>>,
 }
 
 impl DurableObject for ModelHost {
     fn new(state: State, env: Env) -> Self {
-        ModelHost { state, env, loaded: RefCell::new(None), loads: Rc::new(RefCell::new(0)) }
+        ModelHost { state, env, loaded: RefCell::new(None), loads: Rc::new(Cell::new(0)) }
     }
 
     async fn fetch(&self, mut request: Request) -> Result<Response> {
@@ -82,7 +82,7 @@ impl ModelHost {
     }
 }
 
-async fn load(bucket: Bucket, loads: Rc<RefCell<u32>>) -> std::result::Result<Loaded, ApiError> {
+async fn load(bucket: Bucket, loads: Rc<Cell<u32>>) -> std::result::Result<Loaded, ApiError> {
     let started = js_sys::Date::now();
     let object = bucket
         .get(MODEL_KEY)
@@ -96,12 +96,12 @@ async fn load(bucket: Bucket, loads: Rc<RefCell<u32>>) -> std::result::Result<Lo
     };
     let weights = Weights::from_record(&bytes).map_err(|e| unavailable(format!("{MODEL_KEY} in R2 is not a usable model: {e}")))?;
     let model = LeanModel::new(&weights);
-    *loads.borrow_mut() += 1;
+    loads.set(loads.get() + 1);
     let info = ModelInfo {
         sha256: sha256_hex(&bytes),
         loaded_at: String::from(js_sys::Date::new_0().to_iso_string()),
         load_ms: js_sys::Date::now() - started,
-        loads: *loads.borrow(),
+        loads: loads.get(),
     };
     Ok(Loaded { model, info })
 }

@@ -85,12 +85,17 @@ mod tests {
         (rgba, width, height)
     }
 
+    /// The committed `artifacts/model.bin` on the flex device.
+    fn committed_model() -> (infer::Model, burn::tensor::Device) {
+        let device = burn::tensor::Device::flex();
+        let model_bin = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../artifacts/model.bin")).unwrap();
+        (infer::Model::from_bytes(&model_bin, &device).unwrap(), device)
+    }
+
     #[test]
     fn a_digit_redrawn_large_comes_back_as_mnist_drew_it() {
         let Some(mnist) = crate::testing::mnist() else { return };
-        let device = burn::tensor::Device::flex();
-        let model_bin = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../artifacts/model.bin")).unwrap();
-        let model = infer::Model::from_bytes(&model_bin, &device).unwrap();
+        let (model, device) = committed_model();
         let mut total_difference = 0.0;
         for index in 0..100 {
             let original: &[u8; PIXELS] = mnist.test.image(index).try_into().unwrap();
@@ -108,9 +113,7 @@ mod tests {
     #[test]
     fn the_lean_model_matches_burn_on_every_test_image() {
         let Some(mnist) = crate::testing::mnist() else { return };
-        let device = burn::tensor::Device::flex();
-        let model_bin = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../artifacts/model.bin")).unwrap();
-        let model = infer::Model::from_bytes(&model_bin, &device).unwrap();
+        let (model, device) = committed_model();
         let lean = LeanModel::new(&infer::lean::Weights::from_model(&model));
         let split = &mnist.test;
         let reference = model.probabilities(split.images.iter().map(|&g| normalize(g)).collect(), &device);

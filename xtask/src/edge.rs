@@ -372,6 +372,18 @@ fn seven() -> String {
     json!({ "pixels": pixels }).to_string()
 }
 
+/// Up to `count` timings in milliseconds of `request`, stopping early after 120 s.
+fn timings(count: usize, mut request: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut samples = Vec::with_capacity(count);
+    while samples.len() < count && Instant::now() < deadline {
+        let started = Instant::now();
+        request()?;
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(samples)
+}
+
 /// `bench-edge`: cold first request, then warm p50/p99, sequential and with concurrent
 /// clients, all over loopback to `wrangler dev`. Each phase stops after 120 s.
 pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
@@ -404,25 +416,16 @@ pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
             continue;
         };
         let url = format!("{base}/predict");
-        let deadline = Instant::now() + Duration::from_secs(120);
         let agent = agent();
-        let mut sequential = Vec::new();
-        while sequential.len() < args.requests && Instant::now() < deadline {
-            sequential.push(post(&agent, &url)?.0);
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let sequential = timings(args.requests, || post(&agent, &url).map(drop))?;
         let started = Instant::now();
         let per_client = args.requests.div_ceil(args.clients.max(1));
         let concurrent: Vec<f64> = std::thread::scope(|scope| {
             let clients: Vec<_> = (0..args.clients.max(1))
                 .map(|_| {
-                    scope.spawn(|| -> anyhow::Result<Vec<f64>> {
+                    scope.spawn(|| {
                         let agent = self::agent();
-                        let mut samples = Vec::new();
-                        while samples.len() < per_client && Instant::now() < deadline {
-                            samples.push(post(&agent, &url)?.0);
-                        }
-                        Ok(samples)
+                        timings(per_client, || post(&agent, &url).map(drop))
                     })
                 })
                 .collect();
@@ -434,14 +437,11 @@ pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
 
     // What the dev proxy costs by itself: a static file it serves without the worker.
     let agent = agent();
-    let mut static_file = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while static_file.len() < args.requests && Instant::now() < deadline {
-        let started = Instant::now();
+    let mut static_file = timings(args.requests, || {
         let (status, _) = call(&agent, "GET", &format!("{}/style.css", worker.url), None, None)?;
         ensure!(status == 200, "GET /style.css: status {status}");
-        static_file.push(started.elapsed().as_secs_f64() * 1e3);
-    }
+        Ok(())
+    })?;
 
     println!("\nedge worker under wrangler dev (workerd, loopback), the same 28x28 input each time");
     for (i, (ms, load_ms)) in cold.iter().enumerate() {
