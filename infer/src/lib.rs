@@ -14,6 +14,8 @@ extern crate alloc;
 use alloc::string::String;
 use core::fmt;
 
+#[cfg(feature = "burn")]
+mod gelu_pool;
 pub mod lean;
 #[cfg(feature = "burn")]
 mod model;

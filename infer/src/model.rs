@@ -4,11 +4,11 @@ use alloc::{format, vec::Vec};
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Gelu, Linear, LinearConfig, Relu};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData, activation::softmax};
 
+use crate::gelu_pool::gelu_max_pool;
 use crate::{BATCH_NORM_EPSILON, CONV_CHANNELS, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction};
 
 /// The MNIST CNN. Input `[batch, 1, 28, 28]` of [`crate::normalize`]d pixels, output logits.
@@ -18,8 +18,6 @@ pub struct Model {
     pub(crate) norm1: BatchNorm,
     pub(crate) conv2: Conv2d,
     pub(crate) norm2: BatchNorm,
-    pool: MaxPool2d,
-    gelu: Gelu,
     pub(crate) fc1: Linear,
     pub(crate) fc2: Linear,
     pub(crate) fc3: Linear,
@@ -35,8 +33,6 @@ impl Model {
             norm1: BatchNormConfig::new(CONV_CHANNELS).with_epsilon(BATCH_NORM_EPSILON).init(device),
             conv2: conv(CONV_CHANNELS),
             norm2: BatchNormConfig::new(CONV_CHANNELS).with_epsilon(BATCH_NORM_EPSILON).init(device),
-            pool: MaxPool2dConfig::new([2, 2]).init(),
-            gelu: Gelu::new(),
             fc1: LinearConfig::new(FEATURES, HIDDEN).init(device),
             fc2: LinearConfig::new(HIDDEN, HIDDEN).init(device),
             fc3: LinearConfig::new(HIDDEN, NUM_CLASSES).init(device),
@@ -76,9 +72,9 @@ impl Model {
     /// Logits `[batch, 10]` for normalised images `[batch, 1, 28, 28]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.conv1.forward(images);
-        let x = self.pool.forward(self.gelu.forward(self.norm1.forward(x)));
+        let x = gelu_max_pool(self.norm1.forward(x));
         let x = self.conv2.forward(x);
-        let x = self.pool.forward(self.gelu.forward(self.norm2.forward(x)));
+        let x = gelu_max_pool(self.norm2.forward(x));
         let x = x.flatten(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));
         let x = self.relu.forward(self.fc2.forward(x));

@@ -8,7 +8,7 @@
 //!
 //! The burn model is the reference: tests hold the two to the same probabilities.
 
-mod kernels;
+pub(crate) mod kernels;
 mod weights;
 
 pub use weights::{Precision, Weights};

@@ -1,0 +1,222 @@
+//! The fused op: a burn backend extension with flex kernels and an autodiff backward pass.
+
+use alloc::{sync::Arc, vec, vec::Vec};
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, DType, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::lean::kernels::erf;
+
+#[backend_extension(Flex, Autodiff: cfg(feature = "autodiff"))]
+pub trait GeluMaxPool: Backend {
+    /// `max_pool_2x2(gelu(x))` for `x` of shape `[batch, channels, height, width]`.
+    fn gelu_max_pool(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+pub(super) fn gelu_max_pool(x: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as GeluMaxPool>::gelu_max_pool(x.into_dispatch()))
+}
+
+/// Flex itself, or autodiff over flex where this crate has the backward pass.
+pub(super) fn runs_fused(device: &Device) -> bool {
+    let dispatch = device.as_dispatch();
+    let inner = dispatch.clone().inner();
+    let differentiated = &inner != dispatch;
+    matches!(inner, DispatchDevice::Flex(_)) && (cfg!(feature = "autodiff") || !differentiated)
+}
+
+impl GeluMaxPool for Flex {
+    fn gelu_max_pool(x: FlexTensor) -> FlexTensor {
+        Planes::of(&x).forward(&x).0
+    }
+}
+
+/// The input viewed as `planes` feature maps of `height x width`, contiguous f32.
+#[derive(Clone, Copy, Debug)]
+struct Planes {
+    batch: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+}
+
+impl Planes {
+    fn of(x: &FlexTensor) -> Self {
+        assert_eq!(x.dtype(), DType::F32, "gelu_max_pool takes f32 feature maps");
+        let shape = x.shape();
+        let [batch, channels, height, width] = shape.dims::<4>();
+        Planes { batch, channels, height, width }
+    }
+
+    fn pooled_shape(&self) -> [usize; 4] {
+        [self.batch, self.channels, self.height / 2, self.width / 2]
+    }
+
+    /// The pooled values, and for each which of its window's four inputs won (row-major).
+    fn forward(&self, x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
+        let x = contiguous(x);
+        let input = x.as_slice::<f32>().expect("contiguous f32");
+        let (side_in, side_out) = (self.height * self.width, self.pooled_per_plane());
+        let mut pooled = vec![0.0f32; self.batch * self.channels * side_out];
+        let mut winners = vec![0u8; pooled.len()];
+        let planes = pooled.chunks_mut(side_out).zip(winners.chunks_mut(side_out)).zip(input.chunks(side_in));
+        for_each_plane(planes, vec![0.0f32; side_in], |activated, ((pooled, winners), input)| {
+            activated.copy_from_slice(input);
+            for value in activated.iter_mut() {
+                *value = 0.5 * *value * (1.0 + erf(*value * core::f32::consts::FRAC_1_SQRT_2));
+            }
+            self.pool_plane(activated, pooled, winners);
+        });
+        (FlexTensor::from_data(TensorData::new(pooled, self.pooled_shape())), winners)
+    }
+
+    fn pool_plane(&self, activated: &[f32], pooled: &mut [f32], winners: &mut [u8]) {
+        let w = self.width;
+        for (i, (pooled, winners)) in pooled.chunks_mut(w / 2).zip(winners.chunks_mut(w / 2)).enumerate() {
+            let (top, bottom) = (&activated[2 * i * w..][..w], &activated[(2 * i + 1) * w..][..w]);
+            for j in 0..w / 2 {
+                let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
+                let winner = (1..4).fold(0, |best, k| if window[k] > window[best] { k } else { best });
+                pooled[j] = window[winner];
+                winners[j] = winner as u8;
+            }
+        }
+    }
+
+    /// The input's gradient: each window's gradient flows to its winner, times GELU'.
+    fn backward(&self, x: &FlexTensor, winners: &[u8], grad: &FlexTensor) -> FlexTensor {
+        let (x, grad) = (contiguous(x), contiguous(grad));
+        let input = x.as_slice::<f32>().expect("contiguous f32");
+        let grad = grad.as_slice::<f32>().expect("contiguous f32");
+        let (side_in, side_out, w) = (self.height * self.width, self.pooled_per_plane(), self.width);
+        let mut input_grad = vec![0.0f32; input.len()];
+        let planes = input_grad.chunks_mut(side_in).zip(input.chunks(side_in)).zip(grad.chunks(side_out).zip(winners.chunks(side_out)));
+        for_each_plane(planes, (), |_, ((input_grad, input), (grad, winners))| {
+            for (index, (&grad, &winner)) in grad.iter().zip(winners).enumerate() {
+                let (i, j) = (index / (w / 2), index % (w / 2));
+                let at = (2 * i + usize::from(winner >> 1)) * w + 2 * j + usize::from(winner & 1);
+                input_grad[at] = grad * gelu_derivative(input[at]);
+            }
+        });
+        FlexTensor::from_data(TensorData::new(input_grad, [self.batch, self.channels, self.height, self.width]))
+    }
+
+    fn pooled_per_plane(&self) -> usize {
+        (self.height / 2) * (self.width / 2)
+    }
+}
+
+/// d/dx of `x * Φ(x)`: `Φ(x) + x * φ(x)`.
+fn gelu_derivative(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * libm::expf(-0.5 * x * x)
+}
+
+fn contiguous(x: &FlexTensor) -> FlexTensor {
+    if x.is_contiguous() { x.clone() } else { x.to_contiguous() }
+}
+
+/// Runs `work` on every plane, on all cores where there is std; `scratch` is per thread.
+#[cfg(feature = "std")]
+fn for_each_plane<P, S>(planes: P, scratch: S, work: impl Fn(&mut S, P::Item) + Sync + Send)
+where
+    P: Iterator + Send,
+    P::Item: Send,
+    S: Clone + Send,
+{
+    use rayon::iter::{ParallelBridge, ParallelIterator};
+    planes.par_bridge().for_each_with(scratch, work);
+}
+
+#[cfg(not(feature = "std"))]
+fn for_each_plane<P: Iterator, S>(planes: P, mut scratch: S, work: impl Fn(&mut S, P::Item)) {
+    planes.for_each(|plane| work(&mut scratch, plane));
+}
+
+#[cfg(feature = "autodiff")]
+mod autodiff {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+
+    impl<C: CheckpointStrategy> GeluMaxPool for Autodiff<Flex, C> {
+        fn gelu_max_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            let node = x.node();
+            let x = x.into_primitive();
+            let planes = Planes::of(&x);
+            match GeluMaxPoolBackward.prepare::<C>([node]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let (pooled, winners) = planes.forward(&x);
+                    prep.finish(State { planes, x, winners: winners.into() }, pooled)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(planes.forward(&x).0),
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct GeluMaxPoolBackward;
+
+    #[derive(Clone, Debug)]
+    struct State {
+        planes: Planes,
+        x: FlexTensor,
+        winners: Arc<[u8]>,
+    }
+
+    impl Backward<Flex, 1> for GeluMaxPoolBackward {
+        type State = State;
+
+        fn backward(self, ops: Ops<State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [parent] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            if let Some(parent) = parent {
+                let State { planes, x, winners } = ops.state;
+                grads.register::<Flex>(parent.id, planes.backward(&x, &winners, &grad));
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "autodiff"))]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use burn::tensor::activation::gelu;
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+
+    /// The fused op against burn's own gelu and max_pool2d, values and gradients, on an odd
+    /// size (11x11) whose last row and column pooling drops.
+    #[test]
+    fn matches_burns_gelu_then_max_pool_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        let x = Tensor::<4>::random([3, 5, 11, 11], Distribution::Normal(0.0, 2.0), &device);
+        let weights = Tensor::<4>::random([3, 5, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+
+        let fused_x = x.clone().require_grad();
+        let fused = gelu_max_pool(fused_x.clone());
+        let reference_x = x.require_grad();
+        let reference = max_pool2d(gelu(reference_x.clone()), MaxPoolOptions::new([2, 2]));
+
+        let close = |a: Tensor<4>, b: Tensor<4>| {
+            let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+            assert_eq!(a.len(), b.len());
+            let worst = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(worst < 1e-5, "largest difference {worst}");
+        };
+        close(fused.clone(), reference.clone());
+
+        let fused_grads = (fused * weights.clone()).sum().backward();
+        let reference_grads = (reference * weights).sum().backward();
+        let fused_grad = fused_x.grad(&fused_grads).unwrap();
+        let reference_grad = reference_x.grad(&reference_grads).unwrap();
+        assert!(fused_grad.clone().abs().sum().into_scalar::<f32>() > 1.0, "the gradient reaches the input");
+        close(fused_grad, reference_grad);
+    }
+}
