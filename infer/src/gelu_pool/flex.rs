@@ -1,13 +1,13 @@
 //! The fused op: a burn backend extension with flex kernels and an autodiff backward pass.
 
-use alloc::{sync::Arc, vec, vec::Vec};
+use alloc::{vec, vec::Vec};
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::lean::kernels::erf;
+use crate::lean::kernels::{erf, gelu_in_place};
 
 #[backend_extension(Flex, Autodiff: cfg(feature = "autodiff"))]
 pub trait GeluMaxPool: Backend {
@@ -33,7 +33,7 @@ impl GeluMaxPool for Flex {
     }
 }
 
-/// The input viewed as `planes` feature maps of `height x width`, contiguous f32.
+/// The shape of the op's input: `batch x channels` planes of `height x width` f32 values.
 #[derive(Clone, Copy, Debug)]
 struct Planes {
     batch: usize,
@@ -64,9 +64,7 @@ impl Planes {
         let planes = pooled.chunks_mut(side_out).zip(winners.chunks_mut(side_out)).zip(input.chunks(side_in));
         for_each_plane(planes, vec![0.0f32; side_in], |activated, ((pooled, winners), input)| {
             activated.copy_from_slice(input);
-            for value in activated.iter_mut() {
-                *value = 0.5 * *value * (1.0 + erf(*value * core::f32::consts::FRAC_1_SQRT_2));
-            }
+            gelu_in_place(activated);
             self.pool_plane(activated, pooled, winners);
         });
         (FlexTensor::from_data(TensorData::new(pooled, self.pooled_shape())), winners)
@@ -85,33 +83,9 @@ impl Planes {
         }
     }
 
-    /// The input's gradient: each window's gradient flows to its winner, times GELU'.
-    fn backward(&self, x: &FlexTensor, winners: &[u8], grad: &FlexTensor) -> FlexTensor {
-        let (x, grad) = (contiguous(x), contiguous(grad));
-        let input = x.as_slice::<f32>().expect("contiguous f32");
-        let grad = grad.as_slice::<f32>().expect("contiguous f32");
-        let (side_in, side_out, w) = (self.height * self.width, self.pooled_per_plane(), self.width);
-        let mut input_grad = vec![0.0f32; input.len()];
-        let planes = input_grad.chunks_mut(side_in).zip(input.chunks(side_in)).zip(grad.chunks(side_out).zip(winners.chunks(side_out)));
-        for_each_plane(planes, (), |_, ((input_grad, input), (grad, winners))| {
-            for (index, (&grad, &winner)) in grad.iter().zip(winners).enumerate() {
-                let (i, j) = (index / (w / 2), index % (w / 2));
-                let at = (2 * i + usize::from(winner >> 1)) * w + 2 * j + usize::from(winner & 1);
-                input_grad[at] = grad * gelu_derivative(input[at]);
-            }
-        });
-        FlexTensor::from_data(TensorData::new(input_grad, [self.batch, self.channels, self.height, self.width]))
-    }
-
     fn pooled_per_plane(&self) -> usize {
         (self.height / 2) * (self.width / 2)
     }
-}
-
-/// d/dx of `x * Φ(x)`: `Φ(x) + x * φ(x)`.
-fn gelu_derivative(x: f32) -> f32 {
-    const INV_SQRT_2PI: f32 = 0.398_942_3;
-    0.5 * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * libm::expf(-0.5 * x * x)
 }
 
 fn contiguous(x: &FlexTensor) -> FlexTensor {
@@ -138,6 +112,7 @@ fn for_each_plane<P: Iterator, S>(planes: P, mut scratch: S, work: impl Fn(&mut 
 #[cfg(feature = "autodiff")]
 mod autodiff {
     use super::*;
+    use alloc::sync::Arc;
     use burn::backend::Autodiff;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
@@ -156,6 +131,35 @@ mod autodiff {
                 OpsKind::UnTracked(prep) => prep.finish(planes.forward(&x).0),
             }
         }
+    }
+
+    impl Planes {
+        /// The input's gradient: each window's gradient flows to its winner, times GELU'.
+        fn backward(&self, x: &FlexTensor, winners: &[u8], grad: &FlexTensor) -> FlexTensor {
+            let (x, grad) = (contiguous(x), contiguous(grad));
+            let input = x.as_slice::<f32>().expect("contiguous f32");
+            let grad = grad.as_slice::<f32>().expect("contiguous f32");
+            let (side_in, side_out, w) = (self.height * self.width, self.pooled_per_plane(), self.width);
+            let mut input_grad = vec![0.0f32; input.len()];
+            let planes = input_grad
+                .chunks_mut(side_in)
+                .zip(input.chunks(side_in))
+                .zip(grad.chunks(side_out).zip(winners.chunks(side_out)));
+            for_each_plane(planes, (), |_, ((input_grad, input), (grad, winners))| {
+                for (index, (&grad, &winner)) in grad.iter().zip(winners).enumerate() {
+                    let (i, j) = (index / (w / 2), index % (w / 2));
+                    let at = (2 * i + usize::from(winner >> 1)) * w + 2 * j + usize::from(winner & 1);
+                    input_grad[at] = grad * gelu_derivative(input[at]);
+                }
+            });
+            FlexTensor::from_data(TensorData::new(input_grad, [self.batch, self.channels, self.height, self.width]))
+        }
+    }
+
+    /// d/dx of `x * Φ(x)`: `Φ(x) + x * φ(x)`.
+    fn gelu_derivative(x: f32) -> f32 {
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        0.5 * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * libm::expf(-0.5 * x * x)
     }
 
     #[derive(Debug)]
