@@ -7,7 +7,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::lean::kernels::{erf, gelu_in_place};
+use crate::lean::kernels::gelu_in_place;
 
 #[backend_extension(Flex, Autodiff: cfg(feature = "autodiff"))]
 pub trait GeluMaxPool: Backend {
@@ -112,6 +112,7 @@ fn for_each_plane<P: Iterator, S>(planes: P, mut scratch: S, work: impl Fn(&mut 
 #[cfg(feature = "autodiff")]
 mod autodiff {
     use super::*;
+    use crate::lean::kernels::erf;
     use alloc::sync::Arc;
     use burn::backend::Autodiff;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
