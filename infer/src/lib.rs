@@ -2,10 +2,13 @@
 //!
 //! The network's shape lives here (the constants below) and its burn definition in
 //! [`Model`]: training, evaluation and the burn backends build it through [`Model::new`] and
-//! load weights through [`Model::from_bytes`]. [`lean`] runs the same network for inference
-//! only, without burn: BatchNorm folded, weights stored as f32, f16 or int8, kernels written
-//! for exactly these layers. It is what the small browser bundle ships, and it is held to
-//! the burn model's outputs by tests. The crate is `#![no_std]` + `alloc` so all of it
+//! load weights through [`Model::from_bytes`]. Its GELU and max-pool run as one fused op on
+//! burn's flex backend, with its own backward pass for training (`gelu_pool`). [`lean`] runs
+//! the same network for inference only, without burn: BatchNorm folded, weights stored as
+//! f32, f16 or int8, kernels written for exactly these layers. It is what the small browser
+//! bundle ships, and it is held to the burn model's outputs by tests. The crate is
+//! `#![no_std]` + `alloc` so all of it compiles to WebAssembly.
+#![no_std]` + `alloc` so all of it
 //! compiles to WebAssembly.
 #![no_std]
 
