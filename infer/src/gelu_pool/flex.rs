@@ -200,6 +200,7 @@ mod tests {
     #[test]
     fn matches_burns_gelu_then_max_pool_forward_and_backward() {
         let device = Device::flex().autodiff();
+        assert!(runs_fused(&device) && runs_fused(&Device::flex()), "the model takes the fused path on flex");
         device.seed(7);
         let x = Tensor::<4>::random([3, 5, 11, 11], Distribution::Normal(0.0, 2.0), &device);
         let weights = Tensor::<4>::random([3, 5, 5, 5], Distribution::Normal(0.0, 1.0), &device);
