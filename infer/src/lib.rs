@@ -8,8 +8,6 @@
 //! f32, f16 or int8, kernels written for exactly these layers. It is what the small browser
 //! bundle ships, and it is held to the burn model's outputs by tests. The crate is
 //! `#![no_std]` + `alloc` so all of it compiles to WebAssembly.
-#![no_std]` + `alloc` so all of it
-//! compiles to WebAssembly.
 #![no_std]
 
 extern crate alloc;
