@@ -2,8 +2,8 @@
 //!
 //! The network's shape lives here (the constants below) and its burn definition in
 //! [`Model`]: training, evaluation and the burn backends build it through [`Model::new`] and
-//! load weights through [`Model::from_bytes`]. Its GELU and max-pool run as one fused op on
-//! burn's flex backend, with its own backward pass for training (`gelu_pool`). [`lean`] runs
+//! load weights through [`Model::from_bytes`]. Its GELU + max-pool and its training-mode
+//! BatchNorm run as fused ops on burn's flex backend, with their own backward passes (`ops`). [`lean`] runs
 //! the same network for inference only, without burn: BatchNorm folded, weights stored as
 //! f32, f16 or int8, kernels written for exactly these layers. It is what the small browser
 //! bundle ships, and it is held to the burn model's outputs by tests. The crate is
@@ -15,11 +15,11 @@ extern crate alloc;
 use alloc::string::String;
 use core::fmt;
 
-#[cfg(feature = "burn")]
-mod gelu_pool;
 pub mod lean;
 #[cfg(feature = "burn")]
 mod model;
+#[cfg(feature = "burn")]
+mod ops;
 pub mod preprocess;
 #[cfg(feature = "wasm")]
 mod wasm;

@@ -8,7 +8,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData, activation::softmax};
 
-use crate::gelu_pool::gelu_max_pool;
+use crate::ops::{batch_norm, gelu_max_pool};
 use crate::{BATCH_NORM_EPSILON, CONV_CHANNELS, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction};
 
 /// The MNIST CNN. Input `[batch, 1, 28, 28]` of [`crate::normalize`]d pixels, output logits.
@@ -72,9 +72,9 @@ impl Model {
     /// Logits `[batch, 10]` for normalised images `[batch, 1, 28, 28]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.conv1.forward(images);
-        let x = gelu_max_pool(self.norm1.forward(x));
+        let x = gelu_max_pool(batch_norm(&self.norm1, x));
         let x = self.conv2.forward(x);
-        let x = gelu_max_pool(self.norm2.forward(x));
+        let x = gelu_max_pool(batch_norm(&self.norm2, x));
         let x = x.flatten(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));
         let x = self.relu.forward(self.fc2.forward(x));
