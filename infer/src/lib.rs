@@ -39,6 +39,7 @@ pub const PIXEL_MEAN: f32 = 0.1307;
 pub const PIXEL_STD: f32 = 0.3081;
 
 /// BatchNorm's epsilon (burn's default), which folding BatchNorm into a conv needs.
+#[cfg(feature = "record")]
 const BATCH_NORM_EPSILON: f64 = 1e-5;
 /// Output channels of both 3x3 convolutions.
 const CONV_CHANNELS: usize = 64;
