@@ -56,7 +56,7 @@ pub(super) fn train(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 impl BatchNormTrain for Flex {
     fn batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
         let stats = Statistics::of(&x, epsilon);
-        (stats.normalize(&x, &gamma, &beta), stats.mean_tensor(), stats.variance_tensor())
+        (stats.normalize(&x, &gamma, &beta), stats.per_channel(|c| c.mean), stats.per_channel(|c| c.variance))
     }
 }
 
@@ -71,7 +71,7 @@ impl<C: CheckpointStrategy> BatchNormTrain for Autodiff<Flex, C> {
         let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
         let stats = Statistics::of(&x, epsilon);
         let output = stats.normalize(&x, &gamma, &beta);
-        let (mean, variance) = (Self::from_inner(stats.mean_tensor()), Self::from_inner(stats.variance_tensor()));
+        let (mean, variance) = (Self::from_inner(stats.per_channel(|c| c.mean)), Self::from_inner(stats.per_channel(|c| c.variance)));
         let output = match BatchNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x, gamma, Arc::new(stats)), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
@@ -179,13 +179,9 @@ impl Statistics {
         FlexTensor::from_data(TensorData::new(values, self.shape))
     }
 
-    fn mean_tensor(&self) -> FlexTensor {
-        let values: Vec<f32> = self.channels.iter().map(|c| c.mean).collect();
-        FlexTensor::from_data(TensorData::new(values, [self.channels.len()]))
-    }
-
-    fn variance_tensor(&self) -> FlexTensor {
-        let values: Vec<f32> = self.channels.iter().map(|c| c.variance).collect();
+    /// One value per channel, as a `[channels]` tensor.
+    fn per_channel(&self, pick: fn(&Channel) -> f32) -> FlexTensor {
+        let values: Vec<f32> = self.channels.iter().map(pick).collect();
         FlexTensor::from_data(TensorData::new(values, [self.channels.len()]))
     }
 }
