@@ -65,8 +65,8 @@ pub struct ModelInfo {
 
 /// Parses a `/predict` body into the 28x28 input the model takes.
 pub fn parse_predict(body: &[u8]) -> Result<[u8; PIXELS], ApiError> {
-    let request: PredictRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not a predict request: {e}")))?;
+    let request: PredictRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a predict request: {e}")))?;
     match request {
         PredictRequest { pixels: Some(pixels), rgba: None, width: None, height: None } => {
             let grey = bytes("pixels", &pixels)?;
@@ -76,7 +76,9 @@ pub fn parse_predict(body: &[u8]) -> Result<[u8; PIXELS], ApiError> {
         }
         PredictRequest { pixels: None, rgba: Some(rgba), width: Some(width), height: Some(height) } => {
             if width.saturating_mul(height) > MAX_CANVAS_PIXELS {
-                return Err(ApiError::bad_request(format!("a {width}x{height} canvas is larger than {MAX_CANVAS_PIXELS} pixels")));
+                return Err(ApiError::bad_request(format!(
+                    "a {width}x{height} canvas is larger than {MAX_CANVAS_PIXELS} pixels"
+                )));
             }
             let rgba = bytes("rgba", &rgba)?;
             let ink = ink_from_rgba(&rgba, width, height).map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -68,7 +68,8 @@ impl ModelHost {
         if let Some(loaded) = self.loaded.borrow().clone() {
             return Ok(loaded);
         }
-        let bucket = self.env.bucket(BUCKET_BINDING).map_err(|e| unavailable(format!("no R2 binding {BUCKET_BINDING}: {e}")))?;
+        let bucket =
+            self.env.bucket(BUCKET_BINDING).map_err(|e| unavailable(format!("no R2 binding {BUCKET_BINDING}: {e}")))?;
         let loads = self.loads.clone();
         // The future must not fail: a failing blockConcurrencyWhile resets the object.
         let result = self
@@ -89,12 +90,17 @@ async fn load(bucket: Bucket, loads: Rc<Cell<u32>>) -> std::result::Result<Loade
         .execute()
         .await
         .map_err(|e| unavailable(format!("reading {MODEL_KEY} from R2 failed: {e}")))?
-        .ok_or_else(|| unavailable(format!("the R2 bucket has no {MODEL_KEY}; upload one (cargo xtask edge dev does)")))?;
+        .ok_or_else(|| {
+            unavailable(format!("the R2 bucket has no {MODEL_KEY}; upload one (cargo xtask edge dev does)"))
+        })?;
     let bytes = match object.body() {
-        Some(body) => body.bytes().await.map_err(|e| unavailable(format!("reading {MODEL_KEY} from R2 failed: {e}")))?,
+        Some(body) => {
+            body.bytes().await.map_err(|e| unavailable(format!("reading {MODEL_KEY} from R2 failed: {e}")))?
+        }
         None => Vec::new(),
     };
-    let weights = Weights::from_record(&bytes).map_err(|e| unavailable(format!("{MODEL_KEY} in R2 is not a usable model: {e}")))?;
+    let weights = Weights::from_record(&bytes)
+        .map_err(|e| unavailable(format!("{MODEL_KEY} in R2 is not a usable model: {e}")))?;
     let model = LeanModel::new(&weights);
     loads.set(loads.get() + 1);
     let info = ModelInfo {

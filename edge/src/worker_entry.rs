@@ -27,7 +27,10 @@ async fn fetch(request: Request, env: Env, _context: Context) -> Result<Response
         "/admin/reload" => {
             let token = env.secret("ADMIN_TOKEN").map(|s| s.to_string()).unwrap_or_default();
             if !authorised(request.headers().get("Authorization")?.as_deref(), &token) {
-                return json_error(&ApiError::new(401, "reloading the model needs `Authorization: Bearer <ADMIN_TOKEN>`"));
+                return json_error(&ApiError::new(
+                    401,
+                    "reloading the model needs `Authorization: Bearer <ADMIN_TOKEN>`",
+                ));
             }
             forward(request, &env).await
         }

@@ -58,10 +58,7 @@ pub fn ink_from_rgba(rgba: &[u8], width: usize, height: usize) -> Result<Vec<f32
 pub fn ink_from_grey(grey: &[u8], width: usize, height: usize) -> Result<Vec<f32>, PreprocessError> {
     check_size(grey.len(), width, height, 1)?;
     let light_paper = grey.iter().map(|&g| g as u64).sum::<u64>() > 127 * grey.len() as u64;
-    Ok(grey
-        .iter()
-        .map(|&g| if light_paper { 1.0 - g as f32 / 255.0 } else { g as f32 / 255.0 })
-        .collect())
+    Ok(grey.iter().map(|&g| if light_paper { 1.0 - g as f32 / 255.0 } else { g as f32 / 255.0 }).collect())
 }
 
 fn check_size(len: usize, width: usize, height: usize, channels: usize) -> Result<(), PreprocessError> {
@@ -184,7 +181,8 @@ mod tests {
         // A bar 40 wide and 200 tall, far off-centre on a big canvas.
         let ink = rectangle(500, 400, 400..440, 150..350);
         let frame = to_mnist(&ink, 500, 400).unwrap();
-        let rows_with_ink = (0..IMAGE_SIZE).filter(|y| frame[y * IMAGE_SIZE..(y + 1) * IMAGE_SIZE].iter().any(|&v| v > 0)).count();
+        let rows_with_ink =
+            (0..IMAGE_SIZE).filter(|y| frame[y * IMAGE_SIZE..(y + 1) * IMAGE_SIZE].iter().any(|&v| v > 0)).count();
         let cols_with_ink = (0..IMAGE_SIZE).filter(|x| (0..IMAGE_SIZE).any(|y| frame[y * IMAGE_SIZE + x] > 0)).count();
         assert_eq!(rows_with_ink, 20);
         assert_eq!(cols_with_ink, 4);

@@ -46,10 +46,7 @@ impl Affine {
         let shift = [symmetric(config.max_shift_px), symmetric(config.max_shift_px)];
         let (sin, cos) = angle.sin_cos();
         // rotation * shear * scale, in (x, y) coordinates.
-        let matrix = [
-            [scale * cos, scale * (cos * shear - sin)],
-            [scale * sin, scale * (sin * shear + cos)],
-        ];
+        let matrix = [[scale * cos, scale * (cos * shear - sin)], [scale * sin, scale * (sin * shear + cos)]];
         Affine { matrix, shift }
     }
 

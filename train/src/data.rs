@@ -16,10 +16,8 @@ use infer::{IMAGE_SIZE, PIXELS};
 pub const DATA_DIR_ENV: &str = "MNIST_DATA_DIR";
 
 /// Mirrors tried in order when no local copy exists. Both serve the original `.gz` files.
-const MIRRORS: &[&str] = &[
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-];
+const MIRRORS: &[&str] =
+    &["https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"];
 
 /// One of the four files that make up MNIST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +66,9 @@ pub enum DataError {
     Shape { path: PathBuf, why: String },
     #[error("{path}: SHA-256 of the decompressed bytes is {found}, expected {expected}", path = .path.display())]
     Hash { path: PathBuf, found: String, expected: &'static str },
-    #[error("{name}: download failed from every mirror ({why}); set {DATA_DIR_ENV} or pass --data-dir to use a local copy")]
+    #[error(
+        "{name}: download failed from every mirror ({why}); set {DATA_DIR_ENV} or pass --data-dir to use a local copy"
+    )]
     Download { name: &'static str, why: String },
     #[error("no cache folder on this system; set {DATA_DIR_ENV} or pass --data-dir")]
     NoCache,
@@ -128,10 +128,7 @@ impl Mnist {
     /// Reads the four files from `dir`, failing on the first missing or bad one.
     pub fn load_from(dir: &Path) -> Result<Mnist, DataError> {
         let split = |images: IdxFile, labels: IdxFile| -> Result<Split, DataError> {
-            Ok(Split {
-                images: read_verified(dir, images)?,
-                labels: read_verified(dir, labels)?,
-            })
+            Ok(Split { images: read_verified(dir, images)?, labels: read_verified(dir, labels)? })
         };
         Ok(Mnist {
             train: split(TRAIN_IMAGES, TRAIN_LABELS)?,
@@ -145,10 +142,7 @@ impl Mnist {
 fn locate(dir: &Path, file: IdxFile) -> Result<PathBuf, DataError> {
     let plain = dir.join(file.name);
     let gz = dir.join(format!("{}.gz", file.name));
-    [plain.clone(), gz]
-        .into_iter()
-        .find(|path| path.is_file())
-        .ok_or(DataError::Missing(plain))
+    [plain.clone(), gz].into_iter().find(|path| path.is_file()).ok_or(DataError::Missing(plain))
 }
 
 /// Reads one file, decompressing if gzipped, checks structure and hash, returns the payload.
@@ -166,15 +160,12 @@ fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
         return Ok(raw);
     }
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => DataError::Truncated {
-                path: path.to_path_buf(),
-                why: "gzip stream ends early".into(),
-            },
-            _ => DataError::Io { path: path.to_path_buf(), source: e },
-        })?;
+    flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            DataError::Truncated { path: path.to_path_buf(), why: "gzip stream ends early".into() }
+        }
+        _ => DataError::Io { path: path.to_path_buf(), source: e },
+    })?;
     Ok(out)
 }
 
@@ -186,10 +177,7 @@ pub fn parse_idx<'a>(path: &Path, bytes: &'a [u8], file: IdxFile) -> Result<&'a 
     let header_len = 4 + 4 * dims;
     let truncated = |why: String| DataError::Truncated { path: path.to_path_buf(), why };
     if bytes.len() < header_len {
-        return Err(truncated(format!(
-            "{} bytes, shorter than the {header_len}-byte header",
-            bytes.len()
-        )));
+        return Err(truncated(format!("{} bytes, shorter than the {header_len}-byte header", bytes.len())));
     }
     let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
     // 0x08: unsigned bytes; the low byte is the number of dimensions.
@@ -293,12 +281,7 @@ fn download(dir: &Path, file: IdxFile) -> Result<(), DataError> {
 
 fn fetch(url: &str) -> Result<Vec<u8>, String> {
     let mut response = ureq::get(url).call().map_err(|e| e.to_string())?;
-    response
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_vec()
-        .map_err(|e| e.to_string())
+    response.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -347,10 +330,7 @@ mod tests {
 
     #[test]
     fn sha256_matches_a_known_vector() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     /// A copy of the real files, one of them altered, must be refused by name.

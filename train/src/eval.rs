@@ -35,7 +35,9 @@ pub fn evaluate(model: &infer::Model, split: &Split, device: &burn::tensor::Devi
 
 /// Classifies every image of `split` with the lean model and tallies the results.
 pub fn evaluate_lean(model: &LeanModel, split: &Split) -> Evaluation {
-    tally(split, 1, |image| vec![model.probabilities(&image.try_into().map(|g: [u8; PIXELS]| g.map(normalize)).expect("one image"))])
+    tally(split, 1, |image| {
+        vec![model.probabilities(&image.try_into().map(|g: [u8; PIXELS]| g.map(normalize)).expect("one image"))]
+    })
 }
 
 /// Runs `probabilities` over `split` in batches of `batch` images (their grey bytes).
@@ -101,11 +103,16 @@ mod tests {
             let original: &[u8; PIXELS] = mnist.test.image(index).try_into().unwrap();
             let (rgba, width, height) = on_canvas(&mnist.test, index);
             let redrawn = to_mnist(&ink_from_rgba(&rgba, width, height).unwrap(), width, height).unwrap();
-            let difference: f64 = original.iter().zip(&redrawn).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>()
-                / (255.0 * PIXELS as f64);
+            let difference: f64 =
+                original.iter().zip(&redrawn).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>()
+                    / (255.0 * PIXELS as f64);
             total_difference += difference;
             assert!(difference < 0.08, "digit {index}: mean difference {difference:.3}");
-            assert_eq!(model.classify(&redrawn, &device).digit, model.classify(original, &device).digit, "digit {index}");
+            assert_eq!(
+                model.classify(&redrawn, &device).digit,
+                model.classify(original, &device).digit,
+                "digit {index}"
+            );
         }
         eprintln!("mean difference over 100 digits: {:.4}", total_difference / 100.0);
     }

@@ -39,10 +39,7 @@ impl MnistBatch {
         let labels: Vec<i64> = indices.iter().map(|&i| split.labels[i] as i64).collect();
         let batch = indices.len();
         MnistBatch {
-            images: Tensor::from_data(
-                TensorData::new(pixels, [batch, 1, IMAGE_SIZE, IMAGE_SIZE]),
-                device,
-            ),
+            images: Tensor::from_data(TensorData::new(pixels, [batch, 1, IMAGE_SIZE, IMAGE_SIZE]), device),
             targets: Tensor::from_data(TensorData::new(labels, [batch]), device),
         }
     }

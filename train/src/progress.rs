@@ -66,7 +66,9 @@ impl TrainingProgressLogger for EpochLines {
     }
 
     fn update_epoch(&mut self, epoch: usize) {
-        let join = |metrics: &Vec<(MetricId, String)>| metrics.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join(", ");
+        let join = |metrics: &Vec<(MetricId, String)>| {
+            metrics.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join(", ")
+        };
         println!(
             "epoch {epoch}/{} ({:.0} s) train: {} | valid: {}",
             self.total_epochs,

@@ -21,7 +21,5 @@ pub fn mnist_dir() -> Option<PathBuf> {
 /// MNIST, loaded once per test binary.
 pub fn mnist() -> Option<&'static Mnist> {
     static MNIST: OnceLock<Option<Mnist>> = OnceLock::new();
-    MNIST
-        .get_or_init(|| mnist_dir().map(|dir| Mnist::load_from(&dir).expect("MNIST loads")))
-        .as_ref()
+    MNIST.get_or_init(|| mnist_dir().map(|dir| Mnist::load_from(&dir).expect("MNIST loads"))).as_ref()
 }

@@ -146,7 +146,12 @@ impl LocalWorker {
         command
             // Debug logs name the worker's own workerd socket (see `direct_url`).
             .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "debug"])
-            .args(["--show-interactive-dev-session=false", "--var", &format!("ADMIN_TOKEN:{admin_token}"), "--persist-to"])
+            .args([
+                "--show-interactive-dev-session=false",
+                "--var",
+                &format!("ADMIN_TOKEN:{admin_token}"),
+                "--persist-to",
+            ])
             .arg(state.path())
             .env("WRANGLER_LOG_PATH", state.path())
             .stdin(Stdio::null())
@@ -229,7 +234,13 @@ pub fn agent() -> ureq::Agent {
 }
 
 /// `(status, JSON body)` of a request; `body` is sent as JSON when given.
-pub fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
+pub fn call(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
     let mut request = ureq::http::Request::builder().method(method).uri(url).header("content-type", "application/json");
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -256,12 +267,20 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
 
     // No model in R2 yet, then a corrupt one: both are 503s that say so.
     let (status, body) = predict(&pixels(0))?;
-    checks.expect("missing model is 503", status == 503 && body["error"].to_string().contains("no mnist/model.bin"), &body);
+    checks.expect(
+        "missing model is 503",
+        status == 503 && body["error"].to_string().contains("no mnist/model.bin"),
+        &body,
+    );
     let corrupt = tempfile::NamedTempFile::new()?;
     std::fs::write(corrupt.path(), b"not a model")?;
     worker.put_model(corrupt.path())?;
     let (status, body) = predict(&pixels(0))?;
-    checks.expect("corrupt model is 503", status == 503 && body["error"].to_string().contains("not a usable model"), &body);
+    checks.expect(
+        "corrupt model is 503",
+        status == 503 && body["error"].to_string().contains("not a usable model"),
+        &body,
+    );
 
     // The committed model: every answer matches native infer.
     let model_path = root().join("artifacts/model.bin");
@@ -287,7 +306,9 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
         let at = body["model"]["loaded_at"].clone();
         checks.expect("one load serves all", loaded_at.get_or_insert(at.clone()) == &at, &at);
     }
-    println!("edge: {same} of {DIGITS} test digits answered as native infer answers them (largest probability difference {worst:.1e})");
+    println!(
+        "edge: {same} of {DIGITS} test digits answered as native infer answers them (largest probability difference {worst:.1e})"
+    );
     checks.expect("every digit matches native infer within 1e-5", same == DIGITS, &json!(same));
 
     // Every error status.
@@ -409,7 +430,10 @@ pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
     worker.put_model(&model)?;
     post(&agent(), &format!("{}/predict", worker.url))?;
     let mut warm = Vec::new();
-    let routes = [("through wrangler's dev proxy", Some(worker.url.clone())), ("direct to the worker's workerd", worker.direct_url())];
+    let routes = [
+        ("through wrangler's dev proxy", Some(worker.url.clone())),
+        ("direct to the worker's workerd", worker.direct_url()),
+    ];
     for (route, base) in routes {
         let Some(base) = base else {
             println!("(the worker's own workerd port is not in wrangler's log: measuring through the proxy only)");
@@ -445,7 +469,10 @@ pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
 
     println!("\nedge worker under wrangler dev (workerd, loopback), the same 28x28 input each time");
     for (i, (ms, load_ms)) in cold.iter().enumerate() {
-        println!("cold first request #{}: {ms:.1} ms (of which the Durable Object's R2 read and decode: {load_ms:.0} ms)", i + 1);
+        println!(
+            "cold first request #{}: {ms:.1} ms (of which the Durable Object's R2 read and decode: {load_ms:.0} ms)",
+            i + 1
+        );
     }
     let line = |name: &str, samples: &mut Vec<f64>| {
         samples.sort_by(f64::total_cmp);

@@ -23,13 +23,20 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     let path = args.model.unwrap_or_else(|| root().join("artifacts/model.bin"));
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let device = burn::tensor::Device::flex();
-    let model = infer::Model::from_bytes(&bytes, &device).with_context(|| format!("{} is not a usable model", path.display()))?;
+    let model = infer::Model::from_bytes(&bytes, &device)
+        .with_context(|| format!("{} is not a usable model", path.display()))?;
     let mut failed = 0;
     for file in &args.files {
         match classify_file(&model, file, &device) {
             Ok(prediction) => {
                 let probabilities: Vec<String> = prediction.probabilities.iter().map(|p| format!("{p:.4}")).collect();
-                println!("{}: {} (p = {:.4}) [{}]", file.display(), prediction.digit, prediction.probabilities[prediction.digit], probabilities.join(" "));
+                println!(
+                    "{}: {} (p = {:.4}) [{}]",
+                    file.display(),
+                    prediction.digit,
+                    prediction.probabilities[prediction.digit],
+                    probabilities.join(" ")
+                );
             }
             Err(e) => {
                 eprintln!("error: {}: {e:#}", file.display());
@@ -43,8 +50,13 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn classify_file(model: &infer::Model, file: &PathBuf, device: &burn::tensor::Device) -> anyhow::Result<infer::Prediction> {
-    let image = image::ImageReader::open(file)?.with_guessed_format()?.decode().context("not a readable PNG or JPEG image")?;
+fn classify_file(
+    model: &infer::Model,
+    file: &PathBuf,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<infer::Prediction> {
+    let image =
+        image::ImageReader::open(file)?.with_guessed_format()?.decode().context("not a readable PNG or JPEG image")?;
     let grey = image.to_luma8();
     let (width, height) = (grey.width() as usize, grey.height() as usize);
     let ink = ink_from_grey(grey.as_raw(), width, height)?;

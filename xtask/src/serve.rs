@@ -44,7 +44,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}:{} is not an address to listen on", args.host, args.port))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
         println!("serving {} at http://{}/ (Ctrl-C stops)", dir.display(), listener.local_addr()?);
         axum::serve(listener, router(dir)).with_graceful_shutdown(ctrl_c()).await?;
         // Whoever started the server may have stopped reading its output by now.

@@ -6,8 +6,8 @@
 //! and then the rows as i8 (weight = scale x i8). The layer shapes are the model's, so the
 //! file's length is fixed by its precision and checked exactly.
 
-use alloc::vec::Vec;
 use alloc::format;
+use alloc::vec::Vec;
 
 use half::f16;
 
@@ -16,8 +16,13 @@ use crate::{CONV_CHANNELS, FEATURES, HIDDEN, LoadError, NUM_CLASSES};
 const MAGIC: &[u8; 8] = b"LEANWT01";
 const HEADER: usize = 12;
 /// (outputs, inputs per output) of conv1, conv2, fc1, fc2, fc3.
-const SHAPES: [(usize, usize); 5] =
-    [(CONV_CHANNELS, 9), (CONV_CHANNELS, CONV_CHANNELS * 9), (HIDDEN, FEATURES), (HIDDEN, HIDDEN), (NUM_CLASSES, HIDDEN)];
+const SHAPES: [(usize, usize); 5] = [
+    (CONV_CHANNELS, 9),
+    (CONV_CHANNELS, CONV_CHANNELS * 9),
+    (HIDDEN, FEATURES),
+    (HIDDEN, HIDDEN),
+    (NUM_CLASSES, HIDDEN),
+];
 
 /// How the weights are stored in the byte format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +98,8 @@ impl Weights {
             .and_then(burn_pack::Reader::into_tensors)
             .map_err(format)?;
         let values = |name: &str, len: usize| -> Result<Vec<f32>, LoadError> {
-            let tensor = tensors.iter().find(|t| t.name == name).ok_or_else(|| LoadError::Shape(format!("no tensor {name}")))?;
+            let tensor =
+                tensors.iter().find(|t| t.name == name).ok_or_else(|| LoadError::Shape(format!("no tensor {name}")))?;
             if tensor.dtype != burn_pack::DType::F32 {
                 return Err(LoadError::Shape(format!("{name} is {:?}, not f32", tensor.dtype)));
             }
@@ -148,13 +154,17 @@ impl Weights {
         for layer in &self.layers {
             match precision {
                 Precision::F32 => layer.weight.iter().for_each(|w| out.extend_from_slice(&w.to_le_bytes())),
-                Precision::F16 => layer.weight.iter().for_each(|&w| out.extend_from_slice(&f16::from_f32(w).to_le_bytes())),
+                Precision::F16 => {
+                    layer.weight.iter().for_each(|&w| out.extend_from_slice(&f16::from_f32(w).to_le_bytes()))
+                }
                 Precision::Int8 => {
                     let rows = layer.weight.chunks_exact(layer.fan_in);
-                    let scales: Vec<f32> = rows.clone().map(|row| row.iter().fold(0.0f32, |m, w| m.max(w.abs())) / 127.0).collect();
+                    let scales: Vec<f32> =
+                        rows.clone().map(|row| row.iter().fold(0.0f32, |m, w| m.max(w.abs())) / 127.0).collect();
                     scales.iter().for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
                     for (row, &scale) in rows.zip(&scales) {
-                        let quantise = |w: f32| if scale == 0.0 { 0 } else { libm::roundf(w / scale).clamp(-127.0, 127.0) as i8 };
+                        let quantise =
+                            |w: f32| if scale == 0.0 { 0 } else { libm::roundf(w / scale).clamp(-127.0, 127.0) as i8 };
                         out.extend(row.iter().map(|&w| quantise(w) as u8));
                     }
                 }
@@ -188,17 +198,23 @@ impl Weights {
             rest = tail;
             head
         };
-        let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
+        let f32s =
+            |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
         let layers = SHAPES.map(|(outputs, fan_in)| {
             let weight = match precision {
                 Precision::F32 => f32s(take(4 * outputs * fan_in)),
-                Precision::F16 => {
-                    take(2 * outputs * fan_in).chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-                }
+                Precision::F16 => take(2 * outputs * fan_in)
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
                 Precision::Int8 => {
                     let scales = f32s(take(4 * outputs));
                     let values = take(outputs * fan_in);
-                    values.chunks_exact(fan_in).zip(scales).flat_map(|(row, s)| row.iter().map(move |&q| q as i8 as f32 * s)).collect()
+                    values
+                        .chunks_exact(fan_in)
+                        .zip(scales)
+                        .flat_map(|(row, s)| row.iter().map(move |&q| q as i8 as f32 * s))
+                        .collect()
                 }
             };
             Layer { outputs, fan_in, weight, bias: f32s(take(4 * outputs)) }
@@ -221,7 +237,12 @@ mod tests {
                 n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 (n >> 8) as f32 / (1 << 24) as f32 - 0.5
             };
-            Layer { outputs, fan_in, weight: (0..outputs * fan_in).map(|_| next()).collect(), bias: (0..outputs).map(|_| next()).collect() }
+            Layer {
+                outputs,
+                fan_in,
+                weight: (0..outputs * fan_in).map(|_| next()).collect(),
+                bias: (0..outputs).map(|_| next()).collect(),
+            }
         });
         Weights { layers }
     }
@@ -229,7 +250,9 @@ mod tests {
     #[test]
     fn every_precision_round_trips_within_its_resolution() {
         let weights = sample();
-        for (precision, tolerance) in [(Precision::F32, 0.0), (Precision::F16, 2.5e-4), (Precision::Int8, 0.5 / 127.0 * 0.5 + 1e-7)] {
+        for (precision, tolerance) in
+            [(Precision::F32, 0.0), (Precision::F16, 2.5e-4), (Precision::Int8, 0.5 / 127.0 * 0.5 + 1e-7)]
+        {
             let bytes = weights.to_bytes(precision);
             assert_eq!(bytes.len(), precision.file_bytes());
             let back = Weights::from_bytes(&bytes).unwrap();
