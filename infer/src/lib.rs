@@ -11,6 +11,8 @@
 #![no_std]
 
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 use alloc::string::String;
 use core::fmt;

@@ -8,8 +8,10 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData, activation::softmax};
 
-use crate::ops::{batch_norm, gelu_max_pool};
-use crate::{BATCH_NORM_EPSILON, CONV_CHANNELS, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction};
+use crate::ops::{batch_norm, conv2d, gelu_max_pool};
+use crate::{
+    BATCH_NORM_EPSILON, CONV_CHANNELS, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction,
+};
 
 /// The MNIST CNN. Input `[batch, 1, 28, 28]` of [`crate::normalize`]d pixels, output logits.
 #[derive(Module, Debug)]
@@ -71,9 +73,9 @@ impl Model {
 
     /// Logits `[batch, 10]` for normalised images `[batch, 1, 28, 28]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.conv1.forward(images);
+        let x = conv2d(&self.conv1, images);
         let x = gelu_max_pool(batch_norm(&self.norm1, x));
-        let x = self.conv2.forward(x);
+        let x = conv2d(&self.conv2, x);
         let x = gelu_max_pool(batch_norm(&self.norm2, x));
         let x = x.flatten(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));
@@ -98,10 +100,7 @@ impl Model {
     pub fn probability_tensor(&self, pixels: Vec<f32>, device: &Device) -> Tensor<2> {
         let batch = pixels.len() / PIXELS;
         assert_eq!(batch * PIXELS, pixels.len(), "input is not a whole number of images");
-        let images = Tensor::<4>::from_data(
-            TensorData::new(pixels, [batch, 1, IMAGE_SIZE, IMAGE_SIZE]),
-            device,
-        );
+        let images = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 1, IMAGE_SIZE, IMAGE_SIZE]), device);
         softmax(self.forward(images), 1)
     }
 }

@@ -7,10 +7,12 @@
 pub mod artifacts;
 pub mod augment;
 pub mod data;
+pub mod ema;
 pub mod eval;
 pub mod loader;
 pub mod model;
 pub mod progress;
+pub mod provenance;
 pub mod report;
 pub mod training;
 

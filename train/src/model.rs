@@ -1,21 +1,38 @@
-//! The training face of [`infer::Model`]: loss, and burn-train's step traits.
+//! The training face of [`infer::Model`]: loss, the weight average, and burn-train's step traits.
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
+use crate::ema::Ema;
 use crate::loader::MnistBatch;
 
-/// [`infer::Model`] wrapped so burn-train can drive it (the traits are foreign to `infer`).
+/// [`infer::Model`] wrapped so burn-train can drive it (the traits are foreign to `infer`),
+/// with the moving average of its weights that a run exports.
 #[derive(Module, Debug)]
 pub struct Classifier {
     pub model: infer::Model,
+    ema: Ema,
+    #[module(skip)]
+    label_smoothing: Option<f32>,
 }
 
 impl Classifier {
-    fn classify(&self, batch: MnistBatch) -> ClassificationOutput {
-        let logits = self.model.forward(batch.images);
+    /// `label_smoothing` of 0 trains on one-hot targets.
+    pub fn new(model: infer::Model, ema_decay: f64, label_smoothing: f32) -> Self {
+        let ema = Ema::of(&model, ema_decay);
+        Self { model, ema, label_smoothing: (label_smoothing > 0.0).then_some(label_smoothing) }
+    }
+
+    /// The weights a run exports and validates: the moving average.
+    pub fn averaged(&self) -> infer::Model {
+        self.ema.weights(&self.model)
+    }
+
+    fn classify(&self, model: &infer::Model, batch: MnistBatch) -> ClassificationOutput {
+        let logits = model.forward(batch.images);
         let loss = CrossEntropyLossConfig::new()
+            .with_smoothing(self.label_smoothing)
             .init(&logits.device())
             .forward(logits.clone(), batch.targets.clone());
         ClassificationOutput::new(loss, logits, batch.targets)
@@ -27,7 +44,9 @@ impl TrainStep for Classifier {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: MnistBatch) -> TrainOutput<ClassificationOutput> {
-        let output = self.classify(batch);
+        // The weights this step starts from; the optimiser moves them once the step returns.
+        self.ema.update(&self.model);
+        let output = self.classify(&self.model, batch);
         TrainOutput::new(self, output.loss.backward(), output)
     }
 }
@@ -37,6 +56,6 @@ impl InferenceStep for Classifier {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: MnistBatch) -> ClassificationOutput {
-        self.classify(batch)
+        self.classify(&self.averaged(), batch)
     }
 }

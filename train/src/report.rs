@@ -8,6 +8,7 @@ use infer::{IMAGE_SIZE, NUM_CLASSES, PIXELS};
 use crate::augment::{Affine, AugmentConfig};
 use crate::data::Split;
 use crate::eval::Evaluation;
+use crate::provenance::Provenance;
 use crate::training::EpochMetrics;
 
 /// The contents of `metrics.json`.
@@ -16,13 +17,15 @@ pub struct Metrics {
     /// The training config, as `TrainingConfig` serialises it.
     pub config: serde_json::Value,
     pub seed: u64,
-    pub backend: String,
-    pub threads: usize,
+    /// Where it ran and what built it: what decides the bytes besides the config.
+    pub provenance: Provenance,
     /// SHA-256 of the decompressed IDX files, by file name.
     pub dataset_sha256: Vec<(String, String)>,
     pub epochs: Vec<EpochMetrics>,
     /// Wall time of the training, seconds (the last process's share if the run was resumed).
     pub train_seconds: f64,
+    /// Wall time of the whole command up to the gated files, seconds.
+    pub total_seconds: f64,
     pub resumed_from_epoch: Option<usize>,
     pub test: Evaluation,
     pub model_sha256: String,
@@ -42,7 +45,11 @@ pub fn training_curves_svg(history: &[EpochMetrics]) -> Result<String, Box<dyn s
         let series = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> {
             history.iter().map(|m| (m.epoch as f64, f(m))).filter(|(_, v)| v.is_finite()).collect()
         };
-        let panel = |area: &DrawingArea<SVGBackend, _>, title: &str, train: Vec<(f64, f64)>, valid: Vec<(f64, f64)>| -> PlotResult {
+        let panel = |area: &DrawingArea<SVGBackend, _>,
+                     title: &str,
+                     train: Vec<(f64, f64)>,
+                     valid: Vec<(f64, f64)>|
+         -> PlotResult {
             let values = train.iter().chain(&valid).map(|p| p.1);
             let (low, high) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
             let pad = ((high - low) * 0.05).max(1e-4);
@@ -53,12 +60,14 @@ pub fn training_curves_svg(history: &[EpochMetrics]) -> Result<String, Box<dyn s
                 .y_label_area_size(56)
                 .build_cartesian_2d(1.0..epochs, (low - pad)..(high + pad))?;
             chart.configure_mesh().x_desc("epoch").draw()?;
-            chart.draw_series(LineSeries::new(train, BLUE.stroke_width(2)))?.label("train").legend(|(x, y)| {
-                PathElement::new([(x, y), (x + 18, y)], BLUE.stroke_width(2))
-            });
-            chart.draw_series(LineSeries::new(valid, RED.stroke_width(2)))?.label("validation").legend(|(x, y)| {
-                PathElement::new([(x, y), (x + 18, y)], RED.stroke_width(2))
-            });
+            chart
+                .draw_series(LineSeries::new(train, BLUE.stroke_width(2)))?
+                .label("train")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+            chart
+                .draw_series(LineSeries::new(valid, RED.stroke_width(2)))?
+                .label("validation")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED.stroke_width(2)));
             chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
             Ok(())
         };

@@ -16,9 +16,10 @@ use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use burn::train::Learner;
 use infer::{IMAGE_SIZE, PIXELS};
+use train::augment::AugmentConfig;
 use train::loader::MnistBatch;
 use train::model::Classifier;
-use train::training::Backend;
+use train::training::{Backend, TrainingConfig};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -83,7 +84,10 @@ pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
     }
 
     let torch_train = contenders.iter().zip(&results).find(|((n, _), _)| n == "pytorch").map(|(_, r)| median(&r.train));
-    println!("{:<14} {:>14} {:>10} {:>16} {:>18}", "", "train img/s", "vs torch", "infer b=1 ms/img", "infer b=256 img/s");
+    println!(
+        "{:<14} {:>14} {:>10} {:>16} {:>18}",
+        "", "train img/s", "vs torch", "infer b=1 ms/img", "infer b=256 img/s"
+    );
     for ((name, _), result) in contenders.iter().zip(&results) {
         let train = median(&result.train);
         let ratio = torch_train.map_or("-".to_string(), |t| format!("{:.2}x", train / t));
@@ -113,8 +117,10 @@ impl BurnBench {
     fn new(backend: Backend, batch_size: usize) -> Self {
         let device = backend.device().autodiff();
         device.seed(0);
+        // The recipe's step: its moving average and loss, not only the network.
+        let recipe = TrainingConfig::new(AugmentConfig::new());
         let learner = Learner::new(
-            Classifier { model: infer::Model::new(&device) },
+            Classifier::new(infer::Model::new(&device), recipe.ema_decay, recipe.label_smoothing),
             AdamWConfig::new().init(),
             ConstantLr::new(1e-3),
         );
@@ -192,7 +198,10 @@ impl TorchBench {
         self.stdin.flush()?;
         let mut line = String::new();
         std::io::BufRead::read_line(&mut self.stdout, &mut line)?;
-        let values: Vec<f64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>()
+        let values: Vec<f64> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
             .with_context(|| format!("unexpected reply from the torch benchmark: {line:?}"))?;
         values.try_into().map_err(|_| anyhow::anyhow!("unexpected reply from the torch benchmark: {line:?}"))
     }

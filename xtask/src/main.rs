@@ -7,6 +7,7 @@ mod bench;
 mod commands;
 mod edge;
 mod predict;
+mod reproduce;
 mod serve;
 mod web;
 
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Train on augmented MNIST, gate on test accuracy, write artifacts/.
     Train(commands::TrainArgs),
+    /// Train the committed recipe from scratch and check it gives the committed model.
+    Reproduce(reproduce::ReproduceArgs),
     /// Score a model file on all 10,000 test images.
     Eval(commands::EvalArgs),
     /// Measure training and inference throughput per backend (and PyTorch's, if installed).
@@ -49,8 +52,8 @@ enum Command {
     BenchEdge(edge::BenchEdgeArgs),
     /// Classify PNG/JPEG files with the committed model.
     Predict(predict::PredictArgs),
-    /// What CI runs: the committed model against the gate, every workspace test, and the
-    /// page end to end in headless Chromium.
+    /// What CI runs: the committed model against the gate and re-derived from scratch, every
+    /// workspace test, the page end to end in headless Chromium, the edge worker end to end.
     Test(commands::EvalArgs),
 }
 
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Train(args) => commands::train(args, threads),
+        Command::Reproduce(args) => reproduce::reproduce(&args),
         Command::Eval(args) => commands::eval(args),
         Command::BenchTrain(args) => bench::run(args, threads),
         Command::Setup => web::setup(),

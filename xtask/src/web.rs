@@ -72,7 +72,7 @@ pub struct BuildWebArgs {
     #[arg(long)]
     pub no_gate: bool,
     /// Minimum test accuracy the shipped weights must reach.
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = crate::commands::GATE)]
     pub target: f64,
     #[arg(long, value_enum, default_value_t = WebBackend::Lean)]
     pub backend: WebBackend,
@@ -86,7 +86,13 @@ pub struct BuildWebArgs {
 impl BuildWebArgs {
     /// The default build, gated or not.
     pub fn default_build(no_gate: bool) -> Self {
-        BuildWebArgs { no_gate, target: 0.99, backend: WebBackend::Lean, weights: WeightsChoice::Auto, data: DataArgs::default() }
+        BuildWebArgs {
+            no_gate,
+            target: crate::commands::GATE,
+            backend: WebBackend::Lean,
+            weights: WeightsChoice::Auto,
+            data: DataArgs::default(),
+        }
     }
 
     /// Whether the build must read the test set: for the gate, or to choose the weights.
@@ -140,12 +146,20 @@ pub fn build_bundle(args: &BuildWebArgs, mnist: Option<&Mnist>, out: &Path) -> a
 
     let wasm = compile_wasm(args.backend, &weights_path)?;
     let glue = tempfile::tempdir()?;
-    run(Command::new(wasm_bindgen()?).args(["--target", "web", "--no-typescript", "--out-dir"]).arg(glue.path()).arg(&wasm))?;
+    run(Command::new(wasm_bindgen()?)
+        .args(["--target", "web", "--no-typescript", "--out-dir"])
+        .arg(glue.path())
+        .arg(&wasm))?;
     let bindgen_wasm = glue.path().join("infer_bg.wasm");
     match wasm_opt() {
         Some(opt) => {
             let optimised = glue.path().join("infer_opt.wasm");
-            run(Command::new(opt).args(["-O3", "--strip-debug", "--strip-producers"]).args(WASM_FEATURES).arg(&bindgen_wasm).arg("-o").arg(&optimised))?;
+            run(Command::new(opt)
+                .args(["-O3", "--strip-debug", "--strip-producers"])
+                .args(WASM_FEATURES)
+                .arg(&bindgen_wasm)
+                .arg("-o")
+                .arg(&optimised))?;
             fs::rename(&optimised, &bindgen_wasm)?;
         }
         None => println!("wasm-opt not found (npm install, or Debian's binaryen): the wasm is not post-optimised"),
@@ -191,7 +205,9 @@ fn lean_weights(
     };
     for &precision in candidates {
         let bytes = weights.to_bytes(precision);
-        let (Some(mnist), Some(reference)) = (mnist, reference) else { return Ok((precision, bytes)) };
+        let (Some(mnist), Some(reference)) = (mnist, reference) else {
+            return Ok((precision, bytes));
+        };
         let result = evaluate_lean(&LeanModel::from_bytes(&bytes)?, &mnist.test);
         let change = 100.0 * (result.accuracy - reference.accuracy);
         println!(
@@ -275,7 +291,9 @@ pub fn pinned_tool(package: &str, bin: &str, version: &str) -> anyhow::Result<Pa
     // Not `--locked`: wasm-bindgen-cli's published lock file pins a crate version the
     // registry no longer serves.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).args(["install", package, "--version", version, "--root"]).arg(crate::target_dir().join("tools")))?;
+    run(Command::new(cargo)
+        .args(["install", package, "--version", version, "--root"])
+        .arg(crate::target_dir().join("tools")))?;
     Ok(local)
 }
 
@@ -318,15 +336,20 @@ fn print_sizes(bundle: &Bundle) {
         zipped += gz;
     }
     println!("{:<16} {:>12} {:>12}", "bundle", raw, zipped);
-    println!("{:<16} {:>12} {:>12}  ({}, embedded in the wasm)\n", "of which weights", bundle.weights.len(), gzip_len(&bundle.weights), bundle.label);
+    println!(
+        "{:<16} {:>12} {:>12}  ({}, embedded in the wasm)\n",
+        "of which weights",
+        bundle.weights.len(),
+        gzip_len(&bundle.weights),
+        bundle.label
+    );
 }
 
 /// Serves the bundle on a free loopback port and runs `web/tests/e2e.test.mjs` against it
 /// with the first 20 test digits.
 pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
-    let digits: Vec<serde_json::Value> = (0..20)
-        .map(|i| serde_json::json!({ "label": mnist.test.labels[i], "pixels": mnist.test.image(i) }))
-        .collect();
+    let digits: Vec<serde_json::Value> =
+        (0..20).map(|i| serde_json::json!({ "label": mnist.test.labels[i], "pixels": mnist.test.image(i) })).collect();
     let fixture = tempfile::NamedTempFile::new()?;
     fs::write(fixture.path(), serde_json::to_vec(&digits)?)?;
     with_server(|url| {
@@ -388,11 +411,13 @@ pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
         "variant", "wasm", "code gz", "weights gz", "bundle gz", "model median", "model p10", "canvas median", "first"
     );
     for (variant, bundle, timing) in rows {
-        let size = |name: &str| bundle.files.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice()).unwrap_or_default();
+        let size =
+            |name: &str| bundle.files.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice()).unwrap_or_default();
         let wasm = size("infer_bg.wasm");
         let bundle_gz: usize = bundle.files.iter().map(|(_, b)| gzip_len(b)).sum();
         let weights_gz = gzip_len(&bundle.weights);
-        let ms = |path: &str| timing.pointer(path).and_then(|v| v.as_f64()).map_or("?".into(), |v| format!("{v:.3} ms"));
+        let ms =
+            |path: &str| timing.pointer(path).and_then(|v| v.as_f64()).map_or("?".into(), |v| format!("{v:.3} ms"));
         println!(
             "{:<10} {:>10} {:>9} {:>9} {:>9} {:>13} {:>13} {:>13} {:>10}",
             variant,

@@ -74,14 +74,65 @@ fn a_run_below_the_target_leaves_the_artifacts_alone() {
     fs::write(out.join("model.bin"), b"previous model").unwrap();
     let run_dir = work.path().join("run");
     let output = xtask(&[
-        "train", "--data-dir", &data, "--epochs", "1", "--train-images", "500", "--target", "0.999",
-        "--out", out.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap(),
+        "train",
+        "--data-dir",
+        &data,
+        "--epochs",
+        "1",
+        "--train-images",
+        "500",
+        "--target",
+        "0.999",
+        "--out",
+        out.to_str().unwrap(),
+        "--run-dir",
+        run_dir.to_str().unwrap(),
     ]);
     assert!(!output.status.success());
     assert!(stderr(&output).contains("below the target"), "{}", stderr(&output));
     assert_eq!(fs::read(out.join("model.bin")).unwrap(), b"previous model");
     assert_eq!(fs::read_dir(&out).unwrap().count(), 1, "nothing else was written");
     assert!(run_dir.join("rejected/model.bin").is_file(), "the candidate is kept aside");
+}
+
+/// `kill -9` in the middle of an epoch, once a checkpoint has landed, then `--resume`: the
+/// same bytes as a run that was never interrupted.
+#[test]
+fn a_run_killed_with_sigkill_resumes_to_the_same_bytes() {
+    let Some(data) = mnist_dir() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let train = |name: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command.args(["--threads", "2", "train", "--data-dir", &data, "--epochs", "2", "--train-images", "6000"]);
+        command.args(["--target", "0", "--out"]).arg(work.path().join(name).join("out"));
+        command.arg("--run-dir").arg(work.path().join(name).join("run"));
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        command
+    };
+    assert!(train("whole").status().unwrap().success());
+
+    let mut cut = train("cut").spawn().unwrap();
+    let run = work.path().join("cut/run");
+    let epoch_one_saved = || {
+        ["model", "optim", "scheduler"].iter().all(|kind| run.join(format!("checkpoint/{kind}-1.bpk")).is_file())
+            && run.join("train/epoch-2").is_dir()
+    };
+    let started = std::time::Instant::now();
+    while !epoch_one_saved() {
+        assert!(cut.try_wait().unwrap().is_none(), "the run ended before epoch 2");
+        assert!(started.elapsed().as_secs() < 600, "no checkpoint of epoch 1 after 10 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(cut.try_wait().unwrap().is_none(), "the run must still be in epoch 2 when it is killed");
+    cut.kill().unwrap(); // SIGKILL
+    assert!(!cut.wait().unwrap().success());
+    assert!(!work.path().join("cut/out/model.bin").exists(), "a killed run writes no model");
+
+    let resumed = train("cut").arg("--resume").status().unwrap();
+    assert!(resumed.success());
+    let bytes = |name: &str| fs::read(work.path().join(name).join("out/model.bin")).unwrap();
+    assert!(bytes("cut") == bytes("whole"), "the resumed run must write the uninterrupted run's bytes");
 }
 
 /// A running `xtask serve --dir` on a free port; stopped with SIGINT like Ctrl-C.
@@ -112,7 +163,8 @@ impl Server {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
         let encoding = if accept_gzip { "Accept-Encoding: gzip\r\n" } else { "" };
-        write!(stream, "GET {target} HTTP/1.1\r\nHost: {}\r\n{encoding}Connection: close\r\n\r\n", self.address).unwrap();
+        write!(stream, "GET {target} HTTP/1.1\r\nHost: {}\r\n{encoding}Connection: close\r\n\r\n", self.address)
+            .unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).unwrap();
         let text = String::from_utf8_lossy(&response);

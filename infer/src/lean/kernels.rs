@@ -61,7 +61,8 @@ pub fn max_pool_2x2(input: &[f32], width: usize, side: usize, output: &mut [f32]
     for y in 0..side {
         for x in 0..side {
             let out = &mut output[(y * side + x) * CONV_CHANNELS..][..CONV_CHANNELS];
-            let (a, b, c, d) = (pixel(2 * y, 2 * x), pixel(2 * y, 2 * x + 1), pixel(2 * y + 1, 2 * x), pixel(2 * y + 1, 2 * x + 1));
+            let (a, b, c, d) =
+                (pixel(2 * y, 2 * x), pixel(2 * y, 2 * x + 1), pixel(2 * y + 1, 2 * x), pixel(2 * y + 1, 2 * x + 1));
             for i in 0..CONV_CHANNELS {
                 out[i] = max(max(a[i], b[i]), max(c[i], d[i]));
             }
@@ -96,7 +97,12 @@ impl Dense {
 
     /// `output` (the padded outputs) = bias + weights x `input`.
     pub fn forward(&self, input: &[f32], output: &mut [f32]) {
-        for ((block, bias), out) in self.blocks.chunks_exact(self.inputs * BLOCK).zip(self.bias.chunks_exact(BLOCK)).zip(output.chunks_exact_mut(BLOCK)) {
+        for ((block, bias), out) in self
+            .blocks
+            .chunks_exact(self.inputs * BLOCK)
+            .zip(self.bias.chunks_exact(BLOCK))
+            .zip(output.chunks_exact_mut(BLOCK))
+        {
             let mut acc: [f32; BLOCK] = bias.try_into().unwrap();
             for (&x, w) in input.iter().zip(block.chunks_exact(BLOCK)) {
                 for c in 0..BLOCK {
@@ -126,7 +132,13 @@ pub fn gelu_in_place(values: &mut [f32]) {
 /// |x| = 4, and inside it an odd degree-13 over an even degree-8 polynomial fits it (the
 /// coefficients are the ones Eigen and XLA use for their vectorised erf).
 pub fn erf(x: f32) -> f32 {
-    let x = if x > 4.0 { 4.0 } else if x < -4.0 { -4.0 } else { x };
+    let x = if x > 4.0 {
+        4.0
+    } else if x < -4.0 {
+        -4.0
+    } else {
+        x
+    };
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
     p = p * x2 + 2.770_681_4e-8;
@@ -141,6 +153,33 @@ pub fn erf(x: f32) -> f32 {
     q = q * x2 + -7.373_329e-3;
     q = q * x2 + -1.426_474e-2;
     x * p / q
+}
+
+/// e^x for f32, accurate to a couple of ulp on [-87, 88] (clamped there), in a form that
+/// vectorises: Cody and Waite's reduction by ln 2 in two parts, Cephes' degree-6 polynomial on
+/// the remainder, and the power of two built in the exponent bits.
+pub fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5 * 2^23 rounds to the nearest integer with SSE2 alone.
+    const ROUND: f32 = 12_582_912.0;
+    let x = if x > 88.0 {
+        88.0
+    } else if x < -87.0 {
+        -87.0
+    } else {
+        x
+    };
+    let n = (x * core::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 pub fn softmax(logits: [f32; crate::NUM_CLASSES]) -> [f32; crate::NUM_CLASSES] {
@@ -162,11 +201,18 @@ mod tests {
 
     #[test]
     fn erf_matches_libm_to_a_few_ulp() {
-        let worst = (-60_000..=60_000)
-            .map(|i| i as f32 / 10_000.0)
-            .map(|x| (erf(x) - libm::erff(x)).abs())
-            .fold(0.0, f32::max);
+        let worst =
+            (-60_000..=60_000).map(|i| i as f32 / 10_000.0).map(|x| (erf(x) - libm::erff(x)).abs()).fold(0.0, f32::max);
         assert!(worst < 5e-7, "largest error {worst}");
+    }
+
+    #[test]
+    fn exp_matches_libm_to_a_few_ulp() {
+        for i in -87_000..=88_000 {
+            let x = i as f32 / 1000.0;
+            let (got, want) = (exp(x), libm::expf(x));
+            assert!((got - want).abs() <= 4.0 * f32::EPSILON * want, "exp({x}) = {got} not {want}");
+        }
     }
 
     #[test]

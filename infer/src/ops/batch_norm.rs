@@ -18,7 +18,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::{Tensor, TensorData};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
-use super::{contiguous, for_each_plane};
+use super::{contiguous, for_each_plane, lane_sum, widest_vectors};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchNormTrain: Backend {
@@ -54,7 +54,12 @@ pub(super) fn train(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 }
 
 impl BatchNormTrain for Flex {
-    fn batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let stats = Statistics::of(&x, epsilon);
         (stats.normalize(&x, &gamma, &beta), stats.per_channel(|c| c.mean), stats.per_channel(|c| c.variance))
     }
@@ -71,7 +76,8 @@ impl<C: CheckpointStrategy> BatchNormTrain for Autodiff<Flex, C> {
         let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
         let stats = Statistics::of(&x, epsilon);
         let output = stats.normalize(&x, &gamma, &beta);
-        let (mean, variance) = (Self::from_inner(stats.per_channel(|c| c.mean)), Self::from_inner(stats.per_channel(|c| c.variance)));
+        let (mean, variance) =
+            (Self::from_inner(stats.per_channel(|c| c.mean)), Self::from_inner(stats.per_channel(|c| c.variance)));
         let output = match BatchNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x, gamma, Arc::new(stats)), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
@@ -108,12 +114,14 @@ impl Statistics {
         let channels = (0..channels)
             .into_par_iter()
             .map(|c| {
-                let planes = || (0..batch).map(move |n| &input[(n * channels + c) * plane..][..plane]);
-                let mean = planes().map(|x| lane_sum(x, x, |x, _| x)).sum::<f64>() / count;
-                let m = mean as f32;
-                let variance = planes().map(|x| lane_sum(x, x, |x, _| (x - m) * (x - m))).sum::<f64>() / count;
-                let inv_std = 1.0 / (variance + epsilon).sqrt();
-                Channel { mean: mean as f32, variance: variance as f32, inv_std: inv_std as f32 }
+                widest_vectors(|| {
+                    let planes = || (0..batch).map(move |n| &input[(n * channels + c) * plane..][..plane]);
+                    let mean = planes().map(|x| lane_sum(x, x, |x, _| x)).sum::<f64>() / count;
+                    let m = mean as f32;
+                    let variance = planes().map(|x| lane_sum(x, x, |x, _| (x - m) * (x - m))).sum::<f64>() / count;
+                    let inv_std = 1.0 / (variance + epsilon).sqrt();
+                    Channel { mean: mean as f32, variance: variance as f32, inv_std: inv_std as f32 }
+                })
             })
             .collect();
         Statistics { shape, batch, plane, channels }
@@ -149,11 +157,13 @@ impl Statistics {
             .into_par_iter()
             .map(|c| {
                 let Channel { mean, inv_std, .. } = self.channels[c];
-                (0..batch).fold((0.0, 0.0), |(dy_sum, dy_xhat_sum), n| {
-                    let at = (n * channels + c) * plane;
-                    let (x, dy) = (&input[at..][..plane], &grad[at..][..plane]);
-                    let dy_xhat = lane_sum(x, dy, |x, dy| dy * (x - mean) * inv_std);
-                    (dy_sum + lane_sum(dy, dy, |dy, _| dy), dy_xhat_sum + dy_xhat)
+                widest_vectors(|| {
+                    (0..batch).fold((0.0, 0.0), |(dy_sum, dy_xhat_sum), n| {
+                        let at = (n * channels + c) * plane;
+                        let (x, dy) = (&input[at..][..plane], &grad[at..][..plane]);
+                        let dy_xhat = lane_sum(x, dy, |x, dy| dy * (x - mean) * inv_std);
+                        (dy_sum + lane_sum(dy, dy, |dy, _| dy), dy_xhat_sum + dy_xhat)
+                    })
                 })
             })
             .collect();
@@ -184,20 +194,6 @@ impl Statistics {
         let values: Vec<f32> = self.channels.iter().map(pick).collect();
         FlexTensor::from_data(TensorData::new(values, [self.channels.len()]))
     }
-}
-
-/// The sum of `term` over pairs from `a` and `b`, in eight f32 lanes so that it vectorises.
-/// It runs over one plane (at most 26x26 values here); planes add up in f64.
-fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f64 {
-    let (a, b) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a.remainder().iter().zip(b.remainder()).map(|(&a, &b)| term(a, b)).sum();
-    let mut lanes = [0.0f32; 8];
-    for (a, b) in a.zip(b) {
-        for lane in 0..8 {
-            lanes[lane] += term(a[lane], b[lane]);
-        }
-    }
-    f64::from(lanes.iter().sum::<f32>() + tail)
 }
 
 #[derive(Debug)]

@@ -91,12 +91,13 @@ impl Planes {
 #[cfg(feature = "autodiff")]
 mod autodiff {
     use super::*;
-    use crate::lean::kernels::erf;
+    use crate::lean::kernels::{erf, exp};
     use alloc::sync::Arc;
     use burn::backend::Autodiff;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use core::mem::MaybeUninit;
 
     impl<C: CheckpointStrategy> GeluMaxPool for Autodiff<Flex, C> {
         fn gelu_max_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -120,18 +121,29 @@ mod autodiff {
             let input = x.as_slice::<f32>().expect("contiguous f32");
             let grad = grad.as_slice::<f32>().expect("contiguous f32");
             let (side_in, side_out, w) = (self.height * self.width, self.pooled_per_plane(), self.width);
-            let mut input_grad = vec![0.0f32; input.len()];
-            let planes = input_grad
+            let winner_at = |index: usize, winner: u8| {
+                let (i, j) = (index / (w / 2), index % (w / 2));
+                (2 * i + usize::from(winner >> 1)) * w + 2 * j + usize::from(winner & 1)
+            };
+            // Every plane is written whole below, so the buffer needs no zeroing first.
+            let mut input_grad: Vec<f32> = Vec::with_capacity(input.len());
+            let planes = input_grad.spare_capacity_mut()[..input.len()]
                 .chunks_mut(side_in)
                 .zip(input.chunks(side_in))
                 .zip(grad.chunks(side_out).zip(winners.chunks(side_out)));
-            for_each_plane(planes, (), |_, ((input_grad, input), (grad, winners))| {
-                for (index, (&grad, &winner)) in grad.iter().zip(winners).enumerate() {
-                    let (i, j) = (index / (w / 2), index % (w / 2));
-                    let at = (2 * i + usize::from(winner >> 1)) * w + 2 * j + usize::from(winner & 1);
-                    input_grad[at] = grad * gelu_derivative(input[at]);
+            for_each_plane(planes, vec![0.0f32; side_out], |slopes, ((input_grad, input), (grad, winners))| {
+                for (index, (slope, &winner)) in slopes.iter_mut().zip(winners).enumerate() {
+                    *slope = input[winner_at(index, winner)];
+                }
+                // Apart from the gather and scatter around it, this loop vectorises.
+                slopes.iter_mut().for_each(|x| *x = gelu_derivative(*x));
+                input_grad.fill(MaybeUninit::new(0.0));
+                for (index, ((&grad, &winner), &slope)) in grad.iter().zip(winners).zip(slopes.iter()).enumerate() {
+                    input_grad[winner_at(index, winner)] = MaybeUninit::new(grad * slope);
                 }
             });
+            // SAFETY: the planes cover the first `input.len()` elements and each was filled.
+            unsafe { input_grad.set_len(input.len()) };
             FlexTensor::from_data(TensorData::new(input_grad, [self.batch, self.channels, self.height, self.width]))
         }
     }
@@ -139,7 +151,7 @@ mod autodiff {
     /// d/dx of `x * Φ(x)`: `Φ(x) + x * φ(x)`.
     fn gelu_derivative(x: f32) -> f32 {
         const INV_SQRT_2PI: f32 = 0.398_942_3;
-        0.5 * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * libm::expf(-0.5 * x * x)
+        0.5 * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x)
     }
 
     #[derive(Debug)]
@@ -169,17 +181,20 @@ mod autodiff {
 #[cfg(all(test, feature = "autodiff"))]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, Distribution};
     use burn::tensor::activation::gelu;
     use burn::tensor::module::max_pool2d;
     use burn::tensor::ops::MaxPoolOptions;
+    use burn::tensor::{Device, Distribution};
 
     /// The fused op against burn's own gelu and max_pool2d, values and gradients, on an odd
     /// size (11x11) whose last row and column pooling drops.
     #[test]
     fn matches_burns_gelu_then_max_pool_forward_and_backward() {
         let device = Device::flex().autodiff();
-        assert!(super::super::runs_fused(&device) && super::super::runs_fused(&Device::flex()), "the model takes the fused path on flex");
+        assert!(
+            super::super::runs_fused(&device) && super::super::runs_fused(&Device::flex()),
+            "the model takes the fused path on flex"
+        );
         device.seed(7);
         let x = Tensor::<4>::random([3, 5, 11, 11], Distribution::Normal(0.0, 2.0), &device);
         let weights = Tensor::<4>::random([3, 5, 5, 5], Distribution::Normal(0.0, 1.0), &device);

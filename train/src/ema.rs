@@ -1,0 +1,109 @@
+//! An exponential moving average of the model's weights: what a run exports and validates.
+//!
+//! The average is running state of the training module, as BatchNorm's statistics are, so
+//! burn-train checkpoints it with the model and a resumed run carries it on exactly. It covers
+//! every float tensor of the model, BatchNorm's running statistics included, so the averaged
+//! statistics belong to the averaged weights.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, RunningState};
+use burn::tensor::{Tensor, TensorData};
+
+/// The average of one model's tensors, flattened, in the order the model visits them.
+#[derive(Module, Debug)]
+pub struct Ema {
+    average: Vec<RunningState<Tensor<1>>>,
+    /// Updates so far, for the warm-up of the decay.
+    updates: RunningState<Tensor<1>>,
+    #[module(skip)]
+    decay: f64,
+}
+
+impl Ema {
+    /// An average that starts at `model`'s current tensors.
+    pub fn of(model: &infer::Model, decay: f64) -> Self {
+        let device = &model.devices()[0];
+        let average = tensors(model).into_iter().map(RunningState::new).collect();
+        let updates = RunningState::new(Tensor::from_data(TensorData::from([0.0f32]), device));
+        Self { average, updates, decay }
+    }
+
+    /// Moves the average towards `model`'s current tensors. The decay ramps up from 0.1 as
+    /// `(1 + n) / (10 + n)` after `n` updates, so the random start is soon forgotten.
+    pub fn update(&self, model: &infer::Model) {
+        let updates = self.updates.value_sync();
+        let n = f64::from(updates.clone().into_scalar::<f32>());
+        let decay = self.decay.min((1.0 + n) / (10.0 + n));
+        for (average, current) in self.average.iter().zip(tensors(model)) {
+            let moved = average.value_sync().mul_scalar(decay).add(current.mul_scalar(1.0 - decay));
+            average.update(moved);
+        }
+        self.updates.update(updates.add_scalar(1.0));
+    }
+
+    /// `model` with the averaged tensors in place of its own.
+    pub fn weights(&self, model: &infer::Model) -> infer::Model {
+        let mut replace = Replace { average: self.average.iter() };
+        model.clone().map(&mut replace)
+    }
+}
+
+/// A model's float tensors (weights and running statistics), detached and flattened.
+fn tensors(model: &infer::Model) -> Vec<Tensor<1>> {
+    struct Collect(Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.val().detach().flatten(0, D - 1));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
+struct Replace<'a> {
+    average: std::slice::Iter<'a, RunningState<Tensor<1>>>,
+}
+
+impl ModuleMapper for Replace<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let average = self.average.next().expect("the average covers every tensor of the model");
+        param.map(|tensor| average.value_sync().reshape(tensor.shape()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    fn first_weight(model: &infer::Model) -> Vec<f32> {
+        tensors(model)[0].to_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn follows_the_model_with_a_warming_decay() {
+        let device = Device::flex();
+        device.seed(1);
+        let start = infer::Model::new(&device);
+        let ema = Ema::of(&start, 0.999);
+        let later = infer::Model::new(&device);
+        ema.update(&later);
+        // First decay: min(0.999, 1/10) = 0.1.
+        let expected: Vec<f32> =
+            first_weight(&start).iter().zip(first_weight(&later)).map(|(a, b)| 0.1 * a + 0.9 * b).collect();
+        let averaged = first_weight(&ema.weights(&start));
+        for (got, want) in averaged.iter().zip(&expected) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        assert_ne!(averaged, first_weight(&start));
+    }
+
+    #[test]
+    fn the_averaged_model_round_trips_through_model_bin() {
+        let device = Device::flex();
+        let model = infer::Model::new(&device);
+        let ema = Ema::of(&model, 0.99);
+        let bytes = ema.weights(&model).to_bytes();
+        assert_eq!(bytes, model.to_bytes(), "an average that has not moved is the model itself");
+    }
+}
