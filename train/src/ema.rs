@@ -35,13 +35,18 @@ impl Ema {
         let decay = self.decay.min((1.0 + n) / (10.0 + n));
         for (average, current) in self.average.iter().zip(tensors(model)) {
             let moved = average.value_sync().mul_scalar(decay).add(current.mul_scalar(1.0 - decay));
-            average.update(moved);
+            // Detached, as BatchNorm's running statistics are, so no step's graph keeps the
+            // chain of averages alive.
+            average.update(moved.detach());
         }
-        self.updates.update(updates.add_scalar(1.0));
+        self.updates.update(updates.add_scalar(1.0).detach());
     }
 
-    /// `model` with the averaged tensors in place of its own.
+    /// `model` with the averaged tensors in place of its own; `model` itself at decay 0.
     pub fn weights(&self, model: &infer::Model) -> infer::Model {
+        if self.decay == 0.0 {
+            return model.clone();
+        }
         let mut replace = Replace { average: self.average.iter() };
         model.clone().map(&mut replace)
     }

@@ -7,20 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The CPU features the GEMM and SIMD kernels of burn's CPU backends dispatch on.
-#[cfg(target_arch = "x86_64")]
-const VECTOR_FEATURES: [(&str, fn() -> bool); 7] = [
-    ("avx2", || std::arch::is_x86_feature_detected!("avx2")),
-    ("fma", || std::arch::is_x86_feature_detected!("fma")),
-    ("avx512f", || std::arch::is_x86_feature_detected!("avx512f")),
-    ("avx512bw", || std::arch::is_x86_feature_detected!("avx512bw")),
-    ("avx512cd", || std::arch::is_x86_feature_detected!("avx512cd")),
-    ("avx512dq", || std::arch::is_x86_feature_detected!("avx512dq")),
-    ("avx512vl", || std::arch::is_x86_feature_detected!("avx512vl")),
-];
-#[cfg(not(target_arch = "x86_64"))]
-const VECTOR_FEATURES: [(&str, fn() -> bool); 0] = [];
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     pub backend: String,
@@ -29,7 +15,7 @@ pub struct Provenance {
     pub rustc: String,
     /// Architecture and operating system, e.g. `x86_64-linux`.
     pub target: String,
-    /// Those of [`VECTOR_FEATURES`] this CPU has.
+    /// Those of the vector features the kernels dispatch on that this CPU has.
     pub cpu_features: Vec<String>,
     /// Size, ways and line size of the L1 data cache, as the GEMM reads them.
     pub l1d_cache: String,
@@ -44,7 +30,7 @@ impl Provenance {
             burn: env!("TRAIN_BURN_VERSION").into(),
             rustc: env!("TRAIN_RUSTC_VERSION").into(),
             target: format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
-            cpu_features: VECTOR_FEATURES.iter().filter(|(_, has)| has()).map(|(name, _)| name.to_string()).collect(),
+            cpu_features: vector_features(),
             l1d_cache: l1d_cache(),
         }
     }
@@ -67,6 +53,27 @@ impl Provenance {
         compare("L1d cache", recorded.l1d_cache.clone(), self.l1d_cache.clone());
         out
     }
+}
+
+/// The vector features burn's GEMM and SIMD kernels and this project's own dispatch on, those
+/// this CPU has.
+fn vector_features() -> Vec<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let features = [
+            ("avx2", has!("avx2")),
+            ("fma", has!("fma")),
+            ("avx512f", has!("avx512f")),
+            ("avx512bw", has!("avx512bw")),
+            ("avx512cd", has!("avx512cd")),
+            ("avx512dq", has!("avx512dq")),
+            ("avx512vl", has!("avx512vl")),
+        ];
+        features.iter().filter(|(_, present)| *present).map(|(name, _)| name.to_string()).collect()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
 }
 
 /// `32K 8-way 64B` from Linux's sysfs, or `unknown`.

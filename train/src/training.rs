@@ -38,7 +38,7 @@ pub struct TrainingConfig {
     pub warmup_epochs: usize,
     #[config(default = 5e-4)]
     pub weight_decay: f32,
-    /// Decay of the moving average of the weights that is exported (0: no averaging).
+    /// Decay of the moving average of the weights that is exported (0: the last weights).
     #[config(default = 0.999)]
     pub ema_decay: f64,
     /// Share of each target spread evenly over the ten classes.

@@ -40,6 +40,9 @@ pub struct BenchArgs {
     no_torch: bool,
 }
 
+/// One round of a contender: training, batch-1 and batch-256 images per second.
+type Measure = Box<dyn FnMut() -> anyhow::Result<[f64; 3]>>;
+
 /// One contender's numbers, in images per second.
 #[derive(Default, Clone)]
 struct Throughput {
@@ -49,7 +52,7 @@ struct Throughput {
 }
 
 pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
-    let mut contenders: Vec<(String, Box<dyn FnMut() -> anyhow::Result<[f64; 3]>>)> = Vec::new();
+    let mut contenders: Vec<(String, Measure)> = Vec::new();
     for name in &args.backends {
         let backend = Backend::parse(name).with_context(|| format!("unknown backend {name:?}"))?;
         let mut bench = BurnBench::new(backend, args.batch_size);
@@ -57,12 +60,28 @@ pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
         contenders.push((format!("burn {name}"), Box::new(move || Ok(bench.round(steps)))));
     }
     if !args.no_torch {
-        match TorchBench::start(args.batch_size, threads) {
-            Ok(mut torch) => {
-                let steps = args.steps;
-                contenders.push(("pytorch".into(), Box::new(move || torch.round(steps))));
+        // burn runs on mimalloc (xtask's global allocator). The ratio is taken against PyTorch
+        // on the same allocator where the system has it as a shared library (Debian:
+        // libmimalloc2.0); PyTorch on its default, glibc's malloc, is measured beside it.
+        let mimalloc = MIMALLOC_SO.iter().copied().find(|path| std::path::Path::new(path).is_file());
+        let variants = match mimalloc {
+            Some(path) => {
+                println!("pytorch: on mimalloc ({path}), as burn is; pytorch glibc: on glibc's malloc");
+                vec![("pytorch", Some(path)), ("pytorch glibc", None)]
             }
-            Err(why) => println!("PyTorch not measured: {why}"),
+            None => {
+                println!("pytorch: on glibc's malloc, burn on mimalloc (apt-get install libmimalloc2.0 for the same)");
+                vec![("pytorch", None)]
+            }
+        };
+        for (name, preload) in variants {
+            match TorchBench::start(args.batch_size, threads, preload) {
+                Ok(mut torch) => {
+                    let steps = args.steps;
+                    contenders.push((name.into(), Box::new(move || torch.round(steps))));
+                }
+                Err(why) => println!("PyTorch not measured: {why}"),
+            }
         }
     }
     if contenders.is_empty() {
@@ -164,6 +183,10 @@ fn random_batch(batch: usize, device: &Device) -> MnistBatch {
     MnistBatch { images, targets: Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), device) }
 }
 
+/// Where Debian and Ubuntu put mimalloc's shared library.
+const MIMALLOC_SO: [&str; 2] =
+    ["/usr/lib/x86_64-linux-gnu/libmimalloc.so.2", "/usr/lib/aarch64-linux-gnu/libmimalloc.so.2"];
+
 /// The same model and step in PyTorch, in a child process that measures on request.
 struct TorchBench {
     child: std::process::Child,
@@ -172,9 +195,14 @@ struct TorchBench {
 }
 
 impl TorchBench {
-    fn start(batch_size: usize, threads: usize) -> anyhow::Result<Self> {
+    /// `preload`: a malloc to put in the child with `LD_PRELOAD`.
+    fn start(batch_size: usize, threads: usize, preload: Option<&str>) -> anyhow::Result<Self> {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut child = Command::new(&python)
+        let mut command = Command::new(&python);
+        if let Some(path) = preload {
+            command.env("LD_PRELOAD", path);
+        }
+        let mut child = command
             .args(["-c", include_str!("bench_torch.py"), &batch_size.to_string(), &threads.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -18,7 +18,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::{Tensor, TensorData};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
-use super::{contiguous, for_each_plane, lane_sum, widest_vectors};
+use super::{contiguous, for_each_plane, lane_sum, plane_sum, widest_vectors};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchNormTrain: Backend {
@@ -114,14 +114,12 @@ impl Statistics {
         let channels = (0..channels)
             .into_par_iter()
             .map(|c| {
-                widest_vectors(|| {
-                    let planes = || (0..batch).map(move |n| &input[(n * channels + c) * plane..][..plane]);
-                    let mean = planes().map(|x| lane_sum(x, x, |x, _| x)).sum::<f64>() / count;
-                    let m = mean as f32;
-                    let variance = planes().map(|x| lane_sum(x, x, |x, _| (x - m) * (x - m))).sum::<f64>() / count;
-                    let inv_std = 1.0 / (variance + epsilon).sqrt();
-                    Channel { mean: mean as f32, variance: variance as f32, inv_std: inv_std as f32 }
-                })
+                let planes = || (0..batch).map(move |n| &input[(n * channels + c) * plane..][..plane]);
+                let mean = planes().map(plane_sum).sum::<f64>() / count;
+                let m = mean as f32;
+                let variance = planes().map(|x| squared_deviation_sum(x, m)).sum::<f64>() / count;
+                let inv_std = 1.0 / (variance + epsilon).sqrt();
+                Channel { mean: mean as f32, variance: variance as f32, inv_std: inv_std as f32 }
             })
             .collect();
         Statistics { shape, batch, plane, channels }
@@ -137,9 +135,7 @@ impl Statistics {
             let c = index % self.channels.len();
             let Channel { mean, inv_std, .. } = self.channels[c];
             let (scale, shift) = (inv_std * gamma[c], beta[c] - mean * inv_std * gamma[c]);
-            for (y, &x) in output.iter_mut().zip(input) {
-                *y = x * scale + shift;
-            }
+            scale_shift(output, input, scale, shift);
         });
         self.tensor(output)
     }
@@ -157,13 +153,11 @@ impl Statistics {
             .into_par_iter()
             .map(|c| {
                 let Channel { mean, inv_std, .. } = self.channels[c];
-                widest_vectors(|| {
-                    (0..batch).fold((0.0, 0.0), |(dy_sum, dy_xhat_sum), n| {
-                        let at = (n * channels + c) * plane;
-                        let (x, dy) = (&input[at..][..plane], &grad[at..][..plane]);
-                        let dy_xhat = lane_sum(x, dy, |x, dy| dy * (x - mean) * inv_std);
-                        (dy_sum + lane_sum(dy, dy, |dy, _| dy), dy_xhat_sum + dy_xhat)
-                    })
+                (0..batch).fold((0.0, 0.0), |(dy_sum, dy_xhat_sum), n| {
+                    let at = (n * channels + c) * plane;
+                    let (x, dy) = (&input[at..][..plane], &grad[at..][..plane]);
+                    let dy_xhat = normalized_dot(x, dy, mean, inv_std);
+                    (dy_sum + plane_sum(dy), dy_xhat_sum + dy_xhat)
                 })
             })
             .collect();
@@ -174,10 +168,7 @@ impl Statistics {
             let c = index % channels;
             let Channel { mean, inv_std, .. } = self.channels[c];
             let (dy_mean, dy_xhat_mean) = (sums[c].0 as f32 / count, sums[c].1 as f32 / count);
-            let scale = gamma[c] * inv_std;
-            for (dx, (&x, &dy)) in input_grad.iter_mut().zip(x.iter().zip(dy)) {
-                *dx = scale * (dy - dy_mean - (x - mean) * inv_std * dy_xhat_mean);
-            }
+            input_grad_plane(input_grad, x, dy, [gamma[c] * inv_std, mean, inv_std, dy_mean, dy_xhat_mean]);
         });
         let per_channel = |pick: fn(&(f64, f64)) -> f64| {
             FlexTensor::from_data(TensorData::new(sums.iter().map(|s| pick(s) as f32).collect::<Vec<_>>(), [channels]))
@@ -193,6 +184,41 @@ impl Statistics {
     fn per_channel(&self, pick: fn(&Channel) -> f32) -> FlexTensor {
         let values: Vec<f32> = self.channels.iter().map(pick).collect();
         FlexTensor::from_data(TensorData::new(values, [self.channels.len()]))
+    }
+}
+
+widest_vectors! {
+    /// `sum of (x - m)^2` over one plane.
+    fn squared_deviation_sum(x: &[f32], m: f32) -> f64 {
+        lane_sum(x, x, |x, _| (x - m) * (x - m))
+    }
+}
+
+widest_vectors! {
+    /// `sum of dy * (x - mean) * inv_std` over one plane: the output gradient against the
+    /// normalised input.
+    fn normalized_dot(x: &[f32], dy: &[f32], mean: f32, inv_std: f32) -> f64 {
+        lane_sum(x, dy, |x, dy| dy * (x - mean) * inv_std)
+    }
+}
+
+widest_vectors! {
+    /// `y = x * scale + shift` over one plane.
+    fn scale_shift(y: &mut [f32], x: &[f32], scale: f32, shift: f32) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x * scale + shift;
+        }
+    }
+}
+
+widest_vectors! {
+    /// The input gradient over one plane, from the output gradient `dy` and the channel's
+    /// `[gamma * inv_std, mean, inv_std, mean of dy, mean of dy * x_hat]`.
+    fn input_grad_plane(dx: &mut [f32], x: &[f32], dy: &[f32], channel: [f32; 5]) {
+        let [scale, mean, inv_std, dy_mean, dy_xhat_mean] = channel;
+        for (dx, (&x, &dy)) in dx.iter_mut().zip(x.iter().zip(dy)) {
+            *dx = scale * (dy - dy_mean - (x - mean) * inv_std * dy_xhat_mean);
+        }
     }
 }
 

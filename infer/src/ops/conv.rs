@@ -23,7 +23,7 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use rayon::slice::{ParallelSlice, ParallelSliceMut};
 
-use super::{contiguous, lane_sum, widest_vectors};
+use super::{contiguous, plane_sum};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvTrain: Backend {
@@ -108,6 +108,7 @@ impl Geometry {
 
     /// The rows (tap, columns (output position) matrix of one image: row `(c, ky, kx)` holds
     /// `x[c, oy + ky, ox + kx]` for every output position `(oy, ox)`.
+    #[inline(always)]
     fn im2col(&self, image: &[f32], columns: &mut [f32]) {
         let (out_height, out_width, plane) = (self.out_height(), self.out_width(), self.plane());
         for (tap, row) in columns.chunks_exact_mut(plane).enumerate() {
@@ -122,6 +123,7 @@ impl Geometry {
 
     /// The inverse scatter of [`Geometry::im2col`]: adds each column entry to the input
     /// position it was read from.
+    #[inline(always)]
     fn col2im(&self, columns: &[f32], image: &mut [f32]) {
         let (out_width, plane) = (self.out_width(), self.plane());
         for (tap, row) in columns.chunks_exact(plane).enumerate() {
@@ -149,7 +151,7 @@ impl Geometry {
                 let mut sum = vec![0.0f32; self.outputs * taps];
                 let mut columns = vec![0.0f32; taps * plane];
                 for n in part * share..((part + 1) * share).min(self.batch) {
-                    widest_vectors(|| self.im2col(&x[n * image_len..][..image_len], &mut columns));
+                    self.im2col(&x[n * image_len..][..image_len], &mut columns);
                     let grad = &grad[n * self.outputs * plane..][..self.outputs * plane];
                     // sum [outputs, taps] += grad [outputs, plane] * columns^T [plane, taps]
                     matmul_accumulate(&mut sum, taps, grad, [plane as isize, 1], &columns, [1, plane as isize], plane);
@@ -174,7 +176,7 @@ impl Geometry {
             |columns, (image, grad)| {
                 columns.fill(0.0);
                 matmul_accumulate(columns, plane, weight, [1, taps as isize], grad, [plane as isize, 1], self.outputs);
-                widest_vectors(|| self.col2im(columns, image));
+                self.col2im(columns, image);
             },
         );
         input_grad
@@ -186,8 +188,8 @@ impl Geometry {
         (0..self.outputs)
             .into_par_iter()
             .map(|c| {
-                let mut planes = (0..self.batch).map(|n| &grad[(n * self.outputs + c) * plane..][..plane]);
-                widest_vectors(|| planes.by_ref().map(|g| lane_sum(g, g, |g, _| g)).sum::<f64>() as f32)
+                let planes = (0..self.batch).map(|n| &grad[(n * self.outputs + c) * plane..][..plane]);
+                planes.map(plane_sum).sum::<f64>() as f32
             })
             .collect()
     }

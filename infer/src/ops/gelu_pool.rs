@@ -13,7 +13,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
-use super::{contiguous, for_each_plane};
+use super::{contiguous, for_each_plane, widest_vectors};
 
 use crate::lean::kernels::gelu_in_place;
 
@@ -63,28 +63,37 @@ impl Planes {
         let mut winners = vec![0u8; pooled.len()];
         let planes = pooled.chunks_mut(side_out).zip(winners.chunks_mut(side_out)).zip(input.chunks(side_in));
         for_each_plane(planes, vec![0.0f32; side_in], |activated, ((pooled, winners), input)| {
-            activated.copy_from_slice(input);
-            gelu_in_place(activated);
-            self.pool_plane(activated, pooled, winners);
+            gelu_pool_plane(input, activated, pooled, winners, self.width);
         });
         (FlexTensor::from_data(TensorData::new(pooled, self.pooled_shape())), winners)
     }
 
-    fn pool_plane(&self, activated: &[f32], pooled: &mut [f32], winners: &mut [u8]) {
-        let w = self.width;
-        for (i, (pooled, winners)) in pooled.chunks_mut(w / 2).zip(winners.chunks_mut(w / 2)).enumerate() {
-            let (top, bottom) = (&activated[2 * i * w..][..w], &activated[(2 * i + 1) * w..][..w]);
-            for j in 0..w / 2 {
-                let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
-                let winner = (1..4).fold(0, |best, k| if window[k] > window[best] { k } else { best });
-                pooled[j] = window[winner];
-                winners[j] = winner as u8;
-            }
-        }
-    }
-
     fn pooled_per_plane(&self) -> usize {
         (self.height / 2) * (self.width / 2)
+    }
+}
+
+widest_vectors! {
+    /// One plane of the forward pass: GELU of `input` into `activated`, then its 2x2 maxima
+    /// and their positions.
+    fn gelu_pool_plane(input: &[f32], activated: &mut [f32], pooled: &mut [f32], winners: &mut [u8], width: usize) {
+        activated.copy_from_slice(input);
+        gelu_in_place(activated);
+        pool_plane(activated, pooled, winners, width);
+    }
+}
+
+/// The 2x2 maxima of one plane of `w` columns, and which of each window's four won (row-major).
+#[inline(always)]
+fn pool_plane(activated: &[f32], pooled: &mut [f32], winners: &mut [u8], w: usize) {
+    for (i, (pooled, winners)) in pooled.chunks_mut(w / 2).zip(winners.chunks_mut(w / 2)).enumerate() {
+        let (top, bottom) = (&activated[2 * i * w..][..w], &activated[(2 * i + 1) * w..][..w]);
+        for j in 0..w / 2 {
+            let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
+            let winner = (1..4).fold(0, |best, k| if window[k] > window[best] { k } else { best });
+            pooled[j] = window[winner];
+            winners[j] = winner as u8;
+        }
     }
 }
 
@@ -135,8 +144,7 @@ mod autodiff {
                 for (index, (slope, &winner)) in slopes.iter_mut().zip(winners).enumerate() {
                     *slope = input[winner_at(index, winner)];
                 }
-                // Apart from the gather and scatter around it, this loop vectorises.
-                slopes.iter_mut().for_each(|x| *x = gelu_derivative(*x));
+                gelu_derivative_in_place(slopes);
                 input_grad.fill(MaybeUninit::new(0.0));
                 for (index, ((&grad, &winner), &slope)) in grad.iter().zip(winners).zip(slopes.iter()).enumerate() {
                     input_grad[winner_at(index, winner)] = MaybeUninit::new(grad * slope);
@@ -148,7 +156,15 @@ mod autodiff {
         }
     }
 
+    widest_vectors! {
+        /// GELU's derivative at each value, in place.
+        fn gelu_derivative_in_place(values: &mut [f32]) {
+            values.iter_mut().for_each(|x| *x = gelu_derivative(*x));
+        }
+    }
+
     /// d/dx of `x * Φ(x)`: `Φ(x) + x * φ(x)`.
+    #[inline(always)]
     fn gelu_derivative(x: f32) -> f32 {
         const INV_SQRT_2PI: f32 = 0.398_942_3;
         0.5 * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x)

@@ -74,45 +74,61 @@ where
     S: Clone + Send,
 {
     use rayon::iter::{ParallelBridge, ParallelIterator};
-    planes.par_bridge().for_each_with(scratch, |scratch, plane| widest_vectors(|| work(scratch, plane)));
+    planes.par_bridge().for_each_with(scratch, work);
 }
 
-/// Runs `f` compiled for the widest vectors this CPU has (AVX-512, else AVX2): the kernels
-/// inlined into it then take 16 or 8 lanes at a time instead of baseline x86-64's 4. Rust
-/// never fuses a multiply and an add by itself, so every path gives the same bits.
-#[cfg(all(feature = "flex", feature = "std"))]
-#[inline(always)]
-pub(crate) fn widest_vectors<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2")]
-        fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
+/// Defines a kernel function compiled for the widest vectors the CPU has, picked when it is
+/// called: AVX-512, else AVX2, else baseline x86-64 (4 lanes). The body is inlined into each
+/// version, so its loops vectorise 16, 8 or 4 lanes wide; Rust never fuses a multiply and an
+/// add by itself, so every version gives the same bits.
+macro_rules! widest_vectors {
+    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl") {
+                    // SAFETY: the CPU has the features this version was compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
         }
-        #[target_feature(enable = "avx2")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
-            // SAFETY: the CPU has these features (checked just above).
-            return unsafe { avx512(f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
+    };
 }
+pub(crate) use widest_vectors;
 
 #[cfg(all(feature = "flex", not(feature = "std")))]
 fn for_each_plane<P: Iterator, S>(planes: P, mut scratch: S, work: impl Fn(&mut S, P::Item)) {
     planes.for_each(|plane| work(&mut scratch, plane));
 }
 
+widest_vectors! {
+    /// The sum of one plane's values.
+    #[cfg(feature = "autodiff")]
+    fn plane_sum(values: &[f32]) -> f64 {
+        lane_sum(values, values, |x, _| x)
+    }
+}
+
 /// The sum of `term` over pairs from `a` and `b`, in eight f32 lanes so that it vectorises.
 /// It runs over one plane (at most 26x26 values here); planes add up in f64.
 #[cfg(feature = "autodiff")]
+#[inline(always)]
 pub(crate) fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f64 {
     let (a, b) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a.remainder().iter().zip(b.remainder()).map(|(&a, &b)| term(a, b)).sum();
