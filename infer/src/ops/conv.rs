@@ -106,8 +106,8 @@ impl Geometry {
         self.inputs * self.kernel[0] * self.kernel[1]
     }
 
-    /// The rows (tap, columns (output position) matrix of one image: row `(c, ky, kx)` holds
-    /// `x[c, oy + ky, ox + kx]` for every output position `(oy, ox)`.
+    /// One image's im2col matrix, a row per tap and a column per output position: row
+    /// `(c, ky, kx)` holds `x[c, oy + ky, ox + kx]` for every output position `(oy, ox)`.
     #[inline(always)]
     fn im2col(&self, image: &[f32], columns: &mut [f32]) {
         let (out_height, out_width, plane) = (self.out_height(), self.out_width(), self.plane());
