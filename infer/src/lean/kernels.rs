@@ -154,6 +154,7 @@ pub fn erf(x: f32) -> f32 {
 /// e^x for f32, accurate to a couple of ulp on [-87, 88] (clamped there), in a form that
 /// vectorises: Cody and Waite's reduction by ln 2 in two parts, Cephes' degree-6 polynomial on
 /// the remainder, and the power of two built in the exponent bits.
+#[cfg(feature = "autodiff")]
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
@@ -197,6 +198,7 @@ mod tests {
         assert!(worst < 5e-7, "largest error {worst}");
     }
 
+    #[cfg(feature = "autodiff")]
     #[test]
     fn exp_matches_libm_to_a_few_ulp() {
         for i in -87_000..=88_000 {
