@@ -1,4 +1,5 @@
-//! Random affine distortion of digits: rotation, scale, shear and translation.
+//! Random distortion of digits: an affine map (rotation, scale, shear, translation) and an
+//! elastic warp (a smooth random displacement field, as in Simard et al., 2003).
 //!
 //! Every draw comes from a generator keyed by (seed, epoch, image index), so an image's
 //! distortion depends on nothing else: not on batch order, threads, or where a resumed run
@@ -24,6 +25,118 @@ pub struct AugmentConfig {
     /// Translation, pixels either way along each axis.
     #[config(default = 2.5)]
     pub max_shift_px: f32,
+    /// Strength of the elastic warp: the scale of a displacement field of uniform noise in
+    /// [-1, 1] blurred by a Gaussian; 0 turns the warp off.
+    #[config(default = 0.0)]
+    pub elastic_alpha: f32,
+    /// Width of that Gaussian, pixels: larger is smoother.
+    #[config(default = 4.0)]
+    pub elastic_sigma: f32,
+}
+
+impl AugmentConfig {
+    /// No distortion at all.
+    pub fn none() -> AugmentConfig {
+        AugmentConfig::new()
+            .with_max_rotation_deg(0.0)
+            .with_max_scale(0.0)
+            .with_max_shear_deg(0.0)
+            .with_max_shift_px(0.0)
+            .with_elastic_alpha(0.0)
+    }
+}
+
+/// One drawn distortion of an image: its affine part, then its elastic part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distortion {
+    pub affine: Affine,
+    /// Displacement (x, y) of each output pixel, row-major; `None` when the warp is off.
+    pub elastic: Option<Vec<[f32; 2]>>,
+}
+
+impl Distortion {
+    pub const NONE: Distortion = Distortion { affine: Affine::IDENTITY, elastic: None };
+
+    /// The distortion of image `index` in `epoch` for this `seed`.
+    pub fn draw(config: &AugmentConfig, seed: u64, epoch: usize, index: usize) -> Distortion {
+        let mut rng = StdRng::seed_from_u64(key(seed, epoch as u64, index as u64));
+        let affine = Affine::draw(config, &mut rng);
+        let elastic = (config.elastic_alpha > 0.0).then(|| elastic_field(config, &mut rng));
+        Distortion { affine, elastic }
+    }
+
+    /// Resamples a 28x28 grey image (bilinear, zero outside), writing `map(grey)` for each
+    /// output pixel. An output pixel is first displaced by the elastic field, then carried
+    /// back through the inverse of the affine map to where it is read in `image`.
+    pub fn apply(&self, image: &[u8], out: &mut [f32], map: impl Fn(u8) -> f32) {
+        let n = IMAGE_SIZE;
+        let centre = (n as f32 - 1.0) / 2.0;
+        let [[a, b], [c, d]] = self.affine.matrix;
+        let det = a * d - b * c;
+        let inv = [[d / det, -b / det], [-c / det, a / det]];
+        let pixel = |x: isize, y: isize| -> f32 {
+            if x < 0 || y < 0 || x >= n as isize || y >= n as isize {
+                0.0
+            } else {
+                image[y as usize * n + x as usize] as f32
+            }
+        };
+        for oy in 0..n {
+            for ox in 0..n {
+                let [ex, ey] = self.elastic.as_ref().map_or([0.0, 0.0], |field| field[oy * n + ox]);
+                let dx = ox as f32 + ex - centre - self.affine.shift[0];
+                let dy = oy as f32 + ey - centre - self.affine.shift[1];
+                let sx = inv[0][0] * dx + inv[0][1] * dy + centre;
+                let sy = inv[1][0] * dx + inv[1][1] * dy + centre;
+                let (x0, y0) = (sx.floor(), sy.floor());
+                let (fx, fy) = (sx - x0, sy - y0);
+                let (x0, y0) = (x0 as isize, y0 as isize);
+                let top = pixel(x0, y0) * (1.0 - fx) + pixel(x0 + 1, y0) * fx;
+                let bottom = pixel(x0, y0 + 1) * (1.0 - fx) + pixel(x0 + 1, y0 + 1) * fx;
+                let grey = top * (1.0 - fy) + bottom * fy;
+                out[oy * n + ox] = map(grey.round().clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+}
+
+impl From<Affine> for Distortion {
+    fn from(affine: Affine) -> Distortion {
+        Distortion { affine, elastic: None }
+    }
+}
+
+/// Uniform noise in [-1, 1] per pixel and axis, blurred by a normalised Gaussian (zero beyond
+/// the border) and scaled by `elastic_alpha`.
+fn elastic_field(config: &AugmentConfig, rng: &mut StdRng) -> Vec<[f32; 2]> {
+    let n = IMAGE_SIZE;
+    let sigma = config.elastic_sigma.max(0.1);
+    let radius = (3.0 * sigma).ceil() as isize;
+    let weights: Vec<f32> = (-radius..=radius).map(|t| (-(t * t) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let total: f32 = weights.iter().sum();
+    let weights: Vec<f32> = weights.iter().map(|w| w / total).collect();
+    let noise: Vec<[f32; 2]> =
+        (0..n * n).map(|_| [rng.random_range(-1.0..=1.0), rng.random_range(-1.0..=1.0)]).collect();
+    // Separable blur: along rows, then along columns.
+    let blur = |field: &[[f32; 2]], step: [usize; 2]| -> Vec<[f32; 2]> {
+        let mut out = vec![[0.0f32; 2]; n * n];
+        for y in 0..n {
+            for x in 0..n {
+                let mut sum = [0.0f32; 2];
+                for (t, w) in (-radius..=radius).zip(&weights) {
+                    let (sx, sy) = (x as isize + t * step[0] as isize, y as isize + t * step[1] as isize);
+                    if (0..n as isize).contains(&sx) && (0..n as isize).contains(&sy) {
+                        let value = field[sy as usize * n + sx as usize];
+                        sum = [sum[0] + w * value[0], sum[1] + w * value[1]];
+                    }
+                }
+                out[y * n + x] = sum;
+            }
+        }
+        out
+    };
+    let smooth = blur(&blur(&noise, [1, 0]), [0, 1]);
+    smooth.into_iter().map(|[x, y]| [config.elastic_alpha * x, config.elastic_alpha * y]).collect()
 }
 
 /// One drawn distortion: a 2x2 linear map and a shift, applied about the image centre.
@@ -36,9 +149,8 @@ pub struct Affine {
 impl Affine {
     pub const IDENTITY: Affine = Affine { matrix: [[1.0, 0.0], [0.0, 1.0]], shift: [0.0, 0.0] };
 
-    /// The distortion of image `index` in `epoch` for this `seed`.
-    pub fn draw(config: &AugmentConfig, seed: u64, epoch: usize, index: usize) -> Affine {
-        let mut rng = StdRng::seed_from_u64(key(seed, epoch as u64, index as u64));
+    /// Draws the affine part of a distortion.
+    fn draw(config: &AugmentConfig, rng: &mut StdRng) -> Affine {
         let mut symmetric = |limit: f32| if limit > 0.0 { rng.random_range(-limit..=limit) } else { 0.0 };
         let angle = symmetric(config.max_rotation_deg).to_radians();
         let scale = 1.0 + symmetric(config.max_scale);
@@ -48,39 +160,6 @@ impl Affine {
         // rotation * shear * scale, in (x, y) coordinates.
         let matrix = [[scale * cos, scale * (cos * shear - sin)], [scale * sin, scale * (sin * shear + cos)]];
         Affine { matrix, shift }
-    }
-
-    /// Resamples a 28x28 grey image through this map (bilinear, zero outside), writing
-    /// `map(grey)` for each output pixel.
-    pub fn apply(&self, image: &[u8], out: &mut [f32], map: impl Fn(u8) -> f32) {
-        let n = IMAGE_SIZE;
-        let centre = (n as f32 - 1.0) / 2.0;
-        let [[a, b], [c, d]] = self.matrix;
-        let det = a * d - b * c;
-        // Inverse map: for each output pixel, where it comes from in the source.
-        let inv = [[d / det, -b / det], [-c / det, a / det]];
-        let pixel = |x: isize, y: isize| -> f32 {
-            if x < 0 || y < 0 || x >= n as isize || y >= n as isize {
-                0.0
-            } else {
-                image[y as usize * n + x as usize] as f32
-            }
-        };
-        for oy in 0..n {
-            for ox in 0..n {
-                let dx = ox as f32 - centre - self.shift[0];
-                let dy = oy as f32 - centre - self.shift[1];
-                let sx = inv[0][0] * dx + inv[0][1] * dy + centre;
-                let sy = inv[1][0] * dx + inv[1][1] * dy + centre;
-                let (x0, y0) = (sx.floor(), sy.floor());
-                let (fx, fy) = (sx - x0, sy - y0);
-                let (x0, y0) = (x0 as isize, y0 as isize);
-                let top = pixel(x0, y0) * (1.0 - fx) + pixel(x0 + 1, y0) * fx;
-                let bottom = pixel(x0, y0 + 1) * (1.0 - fx) + pixel(x0 + 1, y0 + 1) * fx;
-                let grey = top * (1.0 - fy) + bottom * fy;
-                out[oy * n + ox] = map(grey.round().clamp(0.0, 255.0) as u8);
-            }
-        }
     }
 }
 
@@ -114,18 +193,20 @@ mod tests {
     fn identity_reproduces_the_image() {
         let image = square();
         let mut out = vec![0.0; PIXELS];
-        Affine::IDENTITY.apply(&image, &mut out, |g| g as f32);
+        Distortion::NONE.apply(&image, &mut out, |g| g as f32);
         assert!(out.iter().zip(&image).all(|(o, &i)| *o == i as f32));
     }
 
     #[test]
     fn draws_depend_only_on_seed_epoch_and_index() {
         let config = AugmentConfig::new();
-        let a = Affine::draw(&config, 7, 3, 100);
-        assert_eq!(a, Affine::draw(&config, 7, 3, 100));
-        assert_ne!(a, Affine::draw(&config, 7, 4, 100));
-        assert_ne!(a, Affine::draw(&config, 7, 3, 101));
-        assert_ne!(a, Affine::draw(&config, 8, 3, 100));
+        let config = config.with_elastic_alpha(30.0);
+        let a = Distortion::draw(&config, 7, 3, 100);
+        assert!(a.elastic.is_some());
+        assert_eq!(a, Distortion::draw(&config, 7, 3, 100));
+        assert_ne!(a, Distortion::draw(&config, 7, 4, 100));
+        assert_ne!(a, Distortion::draw(&config, 7, 3, 101));
+        assert_ne!(a, Distortion::draw(&config, 8, 3, 100));
     }
 
     #[test]
@@ -133,7 +214,7 @@ mod tests {
         let image = square();
         let mut out = vec![0.0; PIXELS];
         let right = Affine { shift: [3.0, 0.0], ..Affine::IDENTITY };
-        right.apply(&image, &mut out, |g| g as f32);
+        Distortion::from(right).apply(&image, &mut out, |g| g as f32);
         assert_eq!(out[14 * IMAGE_SIZE + 20], 255.0);
         assert_eq!(out[14 * IMAGE_SIZE + 11], 0.0);
     }
@@ -145,10 +226,27 @@ mod tests {
         let config = AugmentConfig::new();
         for index in 0..200 {
             let mut out = vec![0.0; PIXELS];
-            Affine::draw(&config, 1, 0, index).apply(&image, &mut out, |g| g as f32);
+            Distortion::draw(&config, 1, 0, index).apply(&image, &mut out, |g| g as f32);
             let moved: f32 = out.iter().sum();
             // Scale is at most 12% either way, so area changes by under 30%.
             assert!((0.7 * ink..1.3 * ink).contains(&moved), "index {index}: {moved} vs {ink}");
         }
+    }
+
+    #[test]
+    fn the_elastic_field_is_smooth_and_as_strong_as_asked() {
+        let config = AugmentConfig::none().with_elastic_alpha(34.0).with_elastic_sigma(4.0);
+        let field = Distortion::draw(&config, 3, 1, 5).elastic.expect("warp on");
+        let rms = (field.iter().map(|[x, y]| x * x + y * y).sum::<f32>() / field.len() as f32).sqrt();
+        // Blurred uniform noise has a standard deviation of about 0.577 / (2 sqrt(pi) sigma)
+        // per axis in the interior, so about 1.9 pixels of displacement here (less at the border).
+        assert!((0.7..3.0).contains(&rms), "rms displacement {rms}");
+        let step = field
+            .windows(2)
+            .enumerate()
+            .filter(|(i, _)| (i + 1) % IMAGE_SIZE != 0)
+            .map(|(_, pair)| (pair[1][0] - pair[0][0]).abs())
+            .fold(0.0f32, f32::max);
+        assert!(step < 0.5 * rms, "neighbours differ by up to {step}: not smooth");
     }
 }

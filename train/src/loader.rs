@@ -11,10 +11,11 @@ use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::data::dataset::DatasetError;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rayon::prelude::*;
 
-use infer::{IMAGE_SIZE, PIXELS, normalize};
+use infer::{IMAGE_SIZE, PIXELS, normalise};
 
-use crate::augment::{Affine, AugmentConfig};
+use crate::augment::{AugmentConfig, Distortion};
 use crate::data::Split;
 
 /// A batch of normalised images `[batch, 1, 28, 28]` and their labels `[batch]`.
@@ -29,13 +30,14 @@ impl MnistBatch {
     pub fn build(
         split: &Split,
         indices: &[usize],
-        distortion: impl Fn(usize) -> Affine,
+        distortion: impl Fn(usize) -> Distortion + Sync,
         device: &Device,
     ) -> MnistBatch {
         let mut pixels = vec![0.0f32; indices.len() * PIXELS];
-        for (out, &index) in pixels.chunks_exact_mut(PIXELS).zip(indices) {
-            distortion(index).apply(split.image(index), out, normalize);
-        }
+        // Each image is drawn from its own generator, so this is the same in any thread order.
+        pixels.par_chunks_exact_mut(PIXELS).zip(indices).for_each(|(out, &index)| {
+            distortion(index).apply(split.image(index), out, normalise);
+        });
         let labels: Vec<i64> = indices.iter().map(|&i| split.labels[i] as i64).collect();
         let batch = indices.len();
         MnistBatch {
@@ -50,8 +52,9 @@ impl MnistBatch {
 pub enum Order {
     /// In file order, undistorted: validation and test.
     Sequential,
-    /// A fresh permutation and fresh distortions every epoch.
-    Shuffled { seed: u64, augment: Option<AugmentConfig> },
+    /// A fresh permutation every epoch, and fresh distortions in the epochs up to
+    /// `augmented_epochs` (later ones see the images as stored).
+    Shuffled { seed: u64, augment: AugmentConfig, augmented_epochs: usize },
 }
 
 /// A [`DataLoader`] over one split.
@@ -124,8 +127,10 @@ impl Iterator for EpochIter<'_> {
             &loader.split,
             indices,
             |index| match &loader.order {
-                Order::Shuffled { seed, augment: Some(config) } => Affine::draw(config, *seed, epoch, index),
-                _ => Affine::IDENTITY,
+                Order::Shuffled { seed, augment, augmented_epochs } if epoch <= *augmented_epochs => {
+                    Distortion::draw(augment, *seed, epoch, index)
+                }
+                _ => Distortion::NONE,
             },
             &loader.device,
         );

@@ -8,28 +8,37 @@ use burn::train::renderer::{
     EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining,
 };
 
-/// A burn-train renderer that prints each epoch's final metrics and its duration.
+/// A burn-train renderer that prints each epoch's final metrics, by name, and its duration:
+/// `epoch 3/10 (44 s) train: accuracy 98.48 %, loss 0.55, learning rate 2.79e-3 | valid: ...`.
 pub struct EpochLines {
     total_epochs: usize,
     started: Instant,
+    names: Vec<(MetricId, String)>,
     train: Vec<(MetricId, String)>,
     valid: Vec<(MetricId, String)>,
 }
 
 impl EpochLines {
     pub fn new() -> Self {
-        Self { total_epochs: 0, started: Instant::now(), train: Vec::new(), valid: Vec::new() }
+        Self { total_epochs: 0, started: Instant::now(), names: Vec::new(), train: Vec::new(), valid: Vec::new() }
     }
 
     fn record(into: &mut Vec<(MetricId, String)>, state: MetricState) {
         let entry = match state {
             MetricState::Generic(entry) | MetricState::Numeric(entry, _) => entry,
         };
-        let text = entry.serialized_entry.formatted;
+        // burn formats a running metric as "epoch <mean so far> - batch <last batch>".
+        let formatted = entry.serialized_entry.formatted;
+        let text = formatted.split(" - batch").next().unwrap_or(&formatted).trim_start_matches("epoch ").to_string();
         match into.iter_mut().find(|(id, _)| *id == entry.metric_id) {
             Some((_, old)) => *old = text,
             None => into.push((entry.metric_id, text)),
         }
+    }
+
+    fn line(&self, metrics: &[(MetricId, String)]) -> String {
+        let name = |id: &MetricId| self.names.iter().find(|(known, _)| known == id).map_or("?", |(_, n)| n.as_str());
+        metrics.iter().map(|(id, value)| format!("{} {value}", name(id))).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -56,7 +65,9 @@ impl MetricsRendererEvaluation for EpochLines {
 impl MetricsRenderer for EpochLines {
     fn manual_close(&mut self) {}
 
-    fn register_metric(&mut self, _definition: MetricDefinition) {}
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.names.push((definition.metric_id, definition.name.to_lowercase()));
+    }
 }
 
 impl TrainingProgressLogger for EpochLines {
@@ -66,15 +77,12 @@ impl TrainingProgressLogger for EpochLines {
     }
 
     fn update_epoch(&mut self, epoch: usize) {
-        let join = |metrics: &Vec<(MetricId, String)>| {
-            metrics.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join(", ")
-        };
         println!(
             "epoch {epoch}/{} ({:.0} s) train: {} | valid: {}",
             self.total_epochs,
             self.started.elapsed().as_secs_f64(),
-            join(&self.train),
-            join(&self.valid),
+            self.line(&self.train),
+            self.line(&self.valid),
         );
         self.started = Instant::now();
     }

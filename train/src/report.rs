@@ -2,10 +2,11 @@
 //! picture of the augmentation.
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use infer::{IMAGE_SIZE, NUM_CLASSES, PIXELS};
 
-use crate::augment::{Affine, AugmentConfig};
+use crate::augment::{AugmentConfig, Distortion};
 use crate::data::Split;
 use crate::eval::Evaluation;
 use crate::provenance::Provenance;
@@ -78,8 +79,10 @@ pub fn training_curves_svg(history: &[EpochMetrics]) -> Result<String, Box<dyn s
     Ok(svg)
 }
 
-/// The 10x10 confusion matrix as an SVG heat map, counts written in each cell.
+/// The 10x10 confusion matrix as an SVG heat map, counts written in each cell, true digits
+/// down the side (0 at the top) and predicted digits along the bottom.
 pub fn confusion_svg(evaluation: &Evaluation) -> Result<String, Box<dyn std::error::Error>> {
+    const SIDE: f64 = NUM_CLASSES as f64;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (560, 560)).into_drawing_area();
@@ -88,38 +91,39 @@ pub fn confusion_svg(evaluation: &Evaluation) -> Result<String, Box<dyn std::err
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(40)
-            .build_cartesian_2d(0..NUM_CLASSES, 0..NUM_CLASSES)?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_desc("predicted")
-            .y_desc("true")
-            .x_labels(NUM_CLASSES)
-            .y_labels(NUM_CLASSES)
-            .x_label_formatter(&|d| format!("{d}"))
-            .y_label_formatter(&|d| format!("{}", NUM_CLASSES - 1 - d))
-            .draw()?;
+            .x_label_area_size(48)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..SIDE, 0.0..SIDE)?;
+        // The axes' own tick labels sit on cell edges; the digits are drawn at cell centres below.
+        chart.configure_mesh().disable_mesh().x_labels(0).y_labels(0).x_desc("predicted").y_desc("true").draw()?;
         let max_off_diagonal = (0..NUM_CLASSES)
             .flat_map(|t| (0..NUM_CLASSES).filter(move |&p| p != t).map(move |p| (t, p)))
             .map(|(t, p)| evaluation.confusion[t][p])
             .max()
             .unwrap_or(0)
             .max(1);
+        let centred = |size| ("sans-serif", size).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center));
+        // Row 0 (true digit 0) at the top.
+        let row_bottom = |truth: usize| SIDE - 1.0 - truth as f64;
         for truth in 0..NUM_CLASSES {
             for predicted in 0..NUM_CLASSES {
                 let count = evaluation.confusion[truth][predicted];
-                let row = NUM_CLASSES - 1 - truth;
                 let colour = if truth == predicted {
                     RGBColor(70, 130, 180)
                 } else {
                     let heat = count as f64 / max_off_diagonal as f64;
                     RGBColor(255, (255.0 * (1.0 - 0.8 * heat)) as u8, (255.0 * (1.0 - 0.8 * heat)) as u8)
                 };
-                chart.draw_series([Rectangle::new([(predicted, row), (predicted + 1, row + 1)], colour.filled())])?;
-                chart.draw_series([Text::new(format!("{count}"), (predicted, row + 1), ("sans-serif", 13))])?;
+                let (x, y) = (predicted as f64, row_bottom(truth));
+                chart.draw_series([Rectangle::new([(x, y), (x + 1.0, y + 1.0)], colour.filled())])?;
+                chart.draw_series([Text::new(format!("{count}"), (x + 0.5, y + 0.5), centred(13))])?;
             }
+        }
+        for digit in 0..NUM_CLASSES {
+            let (x, below) = chart.backend_coord(&(digit as f64 + 0.5, 0.0));
+            root.draw(&Text::new(format!("{digit}"), (x, below + 12), centred(15)))?;
+            let (left, y) = chart.backend_coord(&(0.0, row_bottom(digit) + 0.5));
+            root.draw(&Text::new(format!("{digit}"), (left - 12, y), centred(15)))?;
         }
         root.present()?;
     }
@@ -137,9 +141,9 @@ pub fn augmentation_png(split: &Split, config: &AugmentConfig, seed: u64, digits
         // One example of each digit, the first of its kind in the split.
         let index = (0..split.len()).find(|&i| split.labels[i] as usize == row % NUM_CLASSES).unwrap_or(row);
         for column in 0..=variants {
-            let affine = if column == 0 { Affine::IDENTITY } else { Affine::draw(config, seed, column, index) };
+            let distortion = if column == 0 { Distortion::NONE } else { Distortion::draw(config, seed, column, index) };
             let mut grey = vec![0.0f32; PIXELS];
-            affine.apply(split.image(index), &mut grey, |g| g as f32);
+            distortion.apply(split.image(index), &mut grey, |g| g as f32);
             for (i, value) in grey.iter().enumerate() {
                 let (y, x) = (i / IMAGE_SIZE, i % IMAGE_SIZE);
                 for dy in 0..SCALE {
@@ -160,4 +164,71 @@ pub fn augmentation_png(split: &Split, config: &AugmentConfig, seed: u64, digits
     writer.write_image_data(&canvas).expect("PNG data into memory");
     writer.finish().expect("PNG end into memory");
     png_bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `(x, y, text)` of each `<text>` element and the `(x, y, width, height)` of each
+    /// `<rect>` in plotters' SVG output.
+    fn texts_and_rects(svg: &str) -> (Vec<(f64, f64, String)>, Vec<[f64; 4]>) {
+        let attribute = |tag: &str, name: &str| -> f64 {
+            let start = tag.find(&format!(" {name}=\"")).expect(name) + name.len() + 3;
+            tag[start..].split('"').next().unwrap().parse().unwrap()
+        };
+        let texts = svg
+            .split("<text")
+            .skip(1)
+            .map(|tag| {
+                let text = tag.split('>').nth(1).unwrap().split('<').next().unwrap().trim().to_string();
+                (attribute(tag, "x"), attribute(tag, "y"), text)
+            })
+            .collect();
+        let rects = svg
+            .split("<rect")
+            .skip(1)
+            .map(|tag| ["x", "y", "width", "height"].map(|name| attribute(tag, name)))
+            .collect();
+        (texts, rects)
+    }
+
+    #[test]
+    fn the_confusion_matrix_labels_each_cell_with_its_digits() {
+        // Every count distinct, so each can be found: true t, predicted p holds 100 t + p + 1000.
+        let confusion = std::array::from_fn(|t| std::array::from_fn(|p| (100 * t + p + 1000) as u32));
+        let evaluation = Evaluation { images: 0, correct: 0, accuracy: 0.5, loss: 0.0, confusion };
+        let svg = confusion_svg(&evaluation).unwrap();
+        let (texts, rects) = texts_and_rects(&svg);
+        let labels = |digit: usize| texts.iter().filter(move |(_, _, text)| *text == digit.to_string());
+        for truth in 0..NUM_CLASSES {
+            for predicted in 0..NUM_CLASSES {
+                let count = (100 * truth + predicted + 1000).to_string();
+                let &(x, y, _) = texts.iter().find(|(_, _, text)| *text == count).expect("count drawn");
+                let cell = rects
+                    .iter()
+                    .filter(|[left, top, width, height]| {
+                        (*left..left + width).contains(&x) && (*top..top + height).contains(&y)
+                    })
+                    .min_by(|a, b| (a[2] * a[3]).total_cmp(&(b[2] * b[3])))
+                    .unwrap_or_else(|| panic!("count {count} is not inside a cell"));
+                let centre = (cell[0] + cell[2] / 2.0, cell[1] + cell[3] / 2.0);
+                // The predicted digit's label sits under this column's centre, the true digit's
+                // beside this row's centre.
+                let found = |digit| labels(digit).map(|(x, y, _)| (*x, *y)).collect::<Vec<_>>();
+                assert!(
+                    labels(predicted).any(|(lx, ly, _)| (lx - centre.0).abs() < 2.0 && *ly > cell[1] + cell[3]),
+                    "no label {predicted} under the cell at {cell:?}; labels {predicted} at {:?}",
+                    found(predicted)
+                );
+                assert!(
+                    labels(truth).any(|(lx, ly, _)| (ly - centre.1).abs() < 2.0 && *lx < cell[0]),
+                    "no label {truth} left of the cell at {cell:?}; labels {truth} at {:?}",
+                    found(truth)
+                );
+            }
+        }
+        let digits = texts.iter().filter(|(_, _, text)| text.len() == 1).count();
+        assert_eq!(digits, 2 * NUM_CLASSES, "exactly one row and one column of digit labels");
+    }
 }

@@ -44,6 +44,9 @@ pub struct TrainingConfig {
     /// Share of each target spread evenly over the ten classes.
     #[config(default = 0.1)]
     pub label_smoothing: f32,
+    /// The last this many epochs see the images undistorted.
+    #[config(default = 0)]
+    pub clean_epochs: usize,
     #[config(default = 42)]
     pub seed: u64,
     /// Held out from the end of the 60,000 training images for model selection.
@@ -169,7 +172,11 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     device.seed(config.seed);
     let first_epoch = last_epoch.map_or(1, |epoch| epoch + 1);
     let steps_per_epoch = train_split.len().div_ceil(config.batch_size);
-    let shuffled = Order::Shuffled { seed: config.seed, augment: Some(config.augment.clone()) };
+    let shuffled = Order::Shuffled {
+        seed: config.seed,
+        augment: config.augment.clone(),
+        augmented_epochs: config.epochs.saturating_sub(config.clean_epochs),
+    };
     let train_loader =
         MnistLoader::new(Arc::new(train_split), config.batch_size, shuffled, first_epoch, device.clone());
     let valid_loader =

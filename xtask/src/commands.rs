@@ -58,6 +58,18 @@ pub struct TrainArgs {
     /// Label smoothing of the cross-entropy loss [default: 0.1].
     #[arg(long)]
     label_smoothing: Option<f32>,
+    /// AdamW's decoupled weight decay [default: 0.0005].
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Train the last N epochs on undistorted images [default: 0].
+    #[arg(long, value_name = "N")]
+    clean_epochs: Option<usize>,
+    /// Strength of the elastic warp in pixels; 0 turns it off [default: 0].
+    #[arg(long)]
+    elastic_alpha: Option<f32>,
+    /// Smoothness of the elastic warp (the Gaussian's width, pixels) [default: 4].
+    #[arg(long)]
+    elastic_sigma: Option<f32>,
     /// Train on only the first N training images (for quick checks).
     #[arg(long, value_name = "N")]
     train_images: Option<usize>,
@@ -86,12 +98,9 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     let backend = Backend::parse(&args.backend).expect("clap checked the name");
     let mnist = args.data.load()?;
     println!("MNIST verified in {}", mnist.source.display());
-    let augment = AugmentConfig::new();
-    let augment = if args.no_augment {
-        augment.with_max_rotation_deg(0.0).with_max_scale(0.0).with_max_shear_deg(0.0).with_max_shift_px(0.0)
-    } else {
-        augment
-    };
+    let mut augment = if args.no_augment { AugmentConfig::none() } else { AugmentConfig::new() };
+    augment.elastic_alpha = args.elastic_alpha.unwrap_or(augment.elastic_alpha);
+    augment.elastic_sigma = args.elastic_sigma.unwrap_or(augment.elastic_sigma);
     // Defaults live in TrainingConfig alone; flags only override.
     let mut config = TrainingConfig::new(augment).with_train_images(args.train_images);
     config.seed = args.seed.unwrap_or(config.seed);
@@ -100,6 +109,8 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
     config.ema_decay = args.ema_decay.unwrap_or(config.ema_decay);
     config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
+    config.weight_decay = args.weight_decay.unwrap_or(config.weight_decay);
+    config.clean_epochs = args.clean_epochs.unwrap_or(config.clean_epochs);
     let options = RunOptions {
         run_dir: args.run_dir.unwrap_or_else(|| crate::target_dir().join("train-run")),
         backend,
