@@ -13,6 +13,7 @@ mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use clap::{Parser, Subcommand};
 
@@ -88,8 +89,29 @@ fn main() -> ExitCode {
 }
 
 /// The repository root, so commands behave the same from any working directory.
+/// The repository root, found once when the command starts.
 pub fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root")
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        find_root().unwrap_or_else(|| {
+            eprintln!("error: run `cargo xtask` inside the repository (no xtask/Cargo.toml above the current folder)");
+            std::process::exit(2)
+        })
+    })
+}
+
+/// The parent of xtask's manifest folder as `cargo run` reports it at run time, else the
+/// nearest folder above the current one that holds `xtask/Cargo.toml`. Not the manifest folder
+/// fixed at build time: clones sharing one `CARGO_TARGET_DIR` share one xtask binary.
+fn find_root() -> Option<PathBuf> {
+    let is_root = |dir: &Path| dir.join("xtask/Cargo.toml").is_file();
+    let from_cargo =
+        std::env::var_os("CARGO_MANIFEST_DIR").and_then(|dir| Some(PathBuf::from(dir).parent()?.to_path_buf()));
+    if let Some(dir) = from_cargo.filter(|dir| is_root(dir)) {
+        return Some(dir);
+    }
+    let here = std::env::current_dir().ok()?;
+    here.ancestors().find(|dir| is_root(dir)).map(Path::to_path_buf)
 }
 
 /// Cargo's build folder: `$CARGO_TARGET_DIR` when set (relative to the root), else `target/`.

@@ -238,3 +238,39 @@ fn edge_deploy_refuses_without_cloudflare_credentials() {
     let message = stderr(&output);
     assert!(message.contains("no Cloudflare credentials") && message.contains("CLOUDFLARE_API_TOKEN"), "{message}");
 }
+
+/// A copy of the repository's shape whose committed model is garbage, so a command that reads
+/// it says which root it resolved.
+fn fake_checkout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("xtask/src")).unwrap();
+    fs::create_dir_all(dir.path().join("artifacts")).unwrap();
+    fs::write(dir.path().join("xtask/Cargo.toml"), "[package]\nname = \"xtask\"\n").unwrap();
+    fs::write(dir.path().join("artifacts/model.bin"), b"not the committed model").unwrap();
+    dir
+}
+
+#[test]
+fn the_root_is_where_cargo_runs_it_not_where_it_was_built() {
+    let checkout = fake_checkout();
+    let image = checkout.path().join("digit.png");
+    fs::write(&image, b"unused: the model is refused first").unwrap();
+    let expected = checkout.path().join("artifacts/model.bin").display().to_string();
+    // As `cargo run` in another clone sharing this binary: its manifest folder names the root.
+    let by_cargo = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["predict", image.to_str().unwrap()])
+        .env("CARGO_MANIFEST_DIR", checkout.path().join("xtask"))
+        .output()
+        .unwrap();
+    // Run directly from a folder inside that clone.
+    let by_folder = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["predict", image.to_str().unwrap()])
+        .env_remove("CARGO_MANIFEST_DIR")
+        .current_dir(checkout.path().join("xtask/src"))
+        .output()
+        .unwrap();
+    for output in [by_cargo, by_folder] {
+        assert!(!output.status.success());
+        assert!(stderr(&output).contains(&format!("{expected} is not a usable model")), "{}", stderr(&output));
+    }
+}
