@@ -9,6 +9,10 @@ const bars = document.getElementById("bars");
 const ctx = pad.getContext("2d", { willReadFrequently: true });
 const BRUSH = 20;
 const DEBOUNCE_MS = 40;
+// The pending debounced classification, and how many times the pad was cleared (an answer
+// computed for an earlier drawing is not shown).
+let timer = 0;
+let clears = 0;
 
 const fills = [];
 for (let digit = 0; digit < 10; digit++) {
@@ -53,7 +57,8 @@ class EdgeClassifier {
   backend = "edge worker";
 
   classifyRgba(rgba, width, height) {
-    return this.classifyMnist(toMnist(rgba, width, height));
+    const input = toMnist(rgba, width, height);
+    return input && this.classifyMnist(input);
   }
 
   async classifyMnist(input) {
@@ -79,6 +84,8 @@ async function hasWebGpu() {
 }
 
 function clear() {
+  clears++;
+  clearTimeout(timer);
   ctx.clearRect(0, 0, pad.width, pad.height);
   document.getElementById("digit").textContent = "?";
   document.getElementById("confidence").textContent = "";
@@ -94,15 +101,17 @@ function clear() {
 async function classify() {
   if (!classifier) return;
   const image = ctx.getImageData(0, 0, pad.width, pad.height);
+  const asked = clears;
   let prediction;
   try {
     prediction = await classifier.classifyRgba(image.data, image.width, image.height);
   } catch (error) {
-    // An empty pad is not an error worth showing; anything else is.
-    if (!String(error.message).includes("no ink")) showError(error.message);
+    showError(error.message);
     return;
   }
-  show(prediction);
+  if (!prediction) return; // nothing drawn
+  // An answer for a drawing cleared while it was computed is dropped.
+  if (asked === clears) show(prediction);
   prediction.free();
 }
 
@@ -128,7 +137,6 @@ function show(prediction) {
   status.textContent = "";
 }
 
-let timer = 0;
 function classifySoon() {
   clearTimeout(timer);
   timer = setTimeout(classify, DEBOUNCE_MS);

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use wasm_bindgen::prelude::*;
 
-use crate::preprocess::{ink_from_rgba, to_mnist};
+use crate::preprocess::{PreprocessError, ink_from_rgba, to_mnist};
 use crate::{LoadError, PIXELS, Prediction};
 
 /// The weights this bundle was built from: lean weights for the lean model, a burn record
@@ -77,13 +77,12 @@ impl Classifier {
         WEIGHTS.len()
     }
 
-    /// Classifies an RGBA buffer (e.g. `ImageData.data` of a canvas), `width` x `height`.
+    /// Classifies an RGBA buffer (e.g. `ImageData.data` of a canvas), `width` x `height`;
+    /// `undefined` when nothing is drawn on it.
     #[wasm_bindgen(js_name = classifyRgba)]
-    pub fn classify_rgba(&self, rgba: &[u8], width: usize, height: usize) -> Result<Answer, JsError> {
+    pub fn classify_rgba(&self, rgba: &[u8], width: usize, height: usize) -> Result<Option<Answer>, JsError> {
         let started = now();
-        let ink = ink_from_rgba(rgba, width, height).map_err(|e| JsError::new(&e.to_string()))?;
-        let input = to_mnist(&ink, width, height).map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(self.answer(input, started))
+        Ok(drawn_digit(rgba, width, height)?.map(|input| self.answer(input, started)))
     }
 
     /// Classifies a ready 28x28 grey image (784 bytes, 0 = paper, 255 = ink).
@@ -98,11 +97,22 @@ impl Classifier {
 }
 
 /// The 28x28 grey image (784 bytes) an RGBA canvas becomes: what `classifyRgba` classifies,
-/// for pages that send it to a model elsewhere (the edge worker).
+/// for pages that send it to a model elsewhere (the edge worker); `undefined` when nothing is
+/// drawn.
 #[wasm_bindgen(js_name = toMnist)]
-pub fn to_mnist_js(rgba: &[u8], width: usize, height: usize) -> Result<Vec<u8>, JsError> {
-    let ink = ink_from_rgba(rgba, width, height).map_err(|e| JsError::new(&e.to_string()))?;
-    Ok(to_mnist(&ink, width, height).map_err(|e| JsError::new(&e.to_string()))?.to_vec())
+pub fn to_mnist_js(rgba: &[u8], width: usize, height: usize) -> Result<Option<Vec<u8>>, JsError> {
+    Ok(drawn_digit(rgba, width, height)?.map(|grey| grey.to_vec()))
+}
+
+/// The model's input for a drawing, `None` for a blank one; other bad input is an error.
+fn drawn_digit(rgba: &[u8], width: usize, height: usize) -> Result<Option<[u8; PIXELS]>, JsError> {
+    let error = |e: PreprocessError| JsError::new(&e.to_string());
+    let ink = ink_from_rgba(rgba, width, height).map_err(error)?;
+    match to_mnist(&ink, width, height) {
+        Ok(grey) => Ok(Some(grey)),
+        Err(PreprocessError::NoInk) => Ok(None),
+        Err(e) => Err(error(e)),
+    }
 }
 
 impl Classifier {
@@ -184,7 +194,7 @@ impl Engine {
 
     #[cfg(feature = "wgpu")]
     async fn classify_async(&self, input: &[u8; PIXELS]) -> Result<Prediction, String> {
-        let pixels = input.iter().map(|&g| crate::normalize(g)).collect();
+        let pixels = input.iter().map(|&g| crate::normalise(g)).collect();
         let probabilities = self.model.probability_tensor(pixels, &self.device);
         let data = probabilities.into_data_async().await.map_err(|e| e.to_string())?;
         Ok(Prediction::new(crate::model::rows(data)[0], input))

@@ -29,9 +29,9 @@ before(async () => {
 after(async () => { await browser?.close(); });
 
 /// Strokes along each row's runs of ink, scaled up onto the pad: how a person would fill in
-/// the digit with a thick pen.
-async function draw(pixels) {
-  const box = await page.locator("#pad").boundingBox();
+/// the digit with a thick pen. `stroke(from, to)` draws one, with a mouse or a finger.
+async function draw(pixels, on = page, stroke = mouseStroke) {
+  const box = await on.locator("#pad").boundingBox();
   const scale = box.width / 28;
   const at = (x, y) => [box.x + (x + 0.5) * scale, box.y + (y + 0.5) * scale];
   for (let y = 0; y < 28; y++) {
@@ -40,18 +40,22 @@ async function draw(pixels) {
       if (pixels[y * 28 + x] < 128) { x++; continue; }
       const start = x;
       while (x < 28 && pixels[y * 28 + x] >= 128) x++;
-      await page.mouse.move(...at(start, y));
-      await page.mouse.down();
-      await page.mouse.move(...at(x - 1, y), { steps: 2 });
-      await page.mouse.up();
+      await stroke(at(start, y), at(x - 1, y));
     }
   }
 }
 
-async function readPrediction() {
-  await page.waitForFunction(() => document.getElementById("digit").textContent !== "?");
-  await page.waitForTimeout(120); // let the last debounced update land
-  return page.evaluate(() => ({
+async function mouseStroke(from, to) {
+  await page.mouse.move(...from);
+  await page.mouse.down();
+  await page.mouse.move(...to, { steps: 2 });
+  await page.mouse.up();
+}
+
+async function readPrediction(on = page) {
+  await on.waitForFunction(() => document.getElementById("digit").textContent !== "?");
+  await on.waitForTimeout(120); // let the last debounced update land
+  return on.evaluate(() => ({
     digit: Number(document.getElementById("digit").textContent),
     probabilities: [...document.querySelectorAll("#bars li")].map((li) => Number(li.dataset.probability)),
     backend: document.getElementById("backend").textContent,
@@ -78,6 +82,34 @@ test("clears with the keyboard", async () => {
   await page.focus("#pad");
   await page.keyboard.press("Escape");
   assert.equal(await page.textContent("#digit"), "?");
+});
+
+test("draws and clears by touch on a phone-sized screen", async () => {
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, hasTouch: true, isMobile: true });
+  const touchPage = await phone.newPage();
+  touchPage.on("pageerror", (error) => consoleErrors.push(String(error)));
+  await touchPage.goto(BASE_URL);
+  await touchPage.waitForFunction(() => window.digitReader?.ready === true, null, { timeout: 20000 });
+  // A finger: touch events, which the page receives as pointer events of type "touch".
+  const cdp = await phone.newCDPSession(touchPage);
+  const finger = (type, points) =>
+    cdp.send("Input.dispatchTouchEvent", { type, touchPoints: points.map(([x, y]) => ({ x, y })) });
+  const fingerStroke = async (from, to) => {
+    await finger("touchStart", [from]);
+    await finger("touchMove", [[(from[0] + to[0]) / 2, from[1]]]);
+    await finger("touchMove", [to]);
+    await finger("touchEnd", []);
+  };
+  let correct = 0;
+  for (const { label, pixels } of digits.slice(0, 4)) {
+    await draw(pixels, touchPage, fingerStroke);
+    if ((await readPrediction(touchPage)).digit === label) correct++;
+    // A tap on Clear right after the finger lifts (here about 150 ms) must clear at once.
+    await touchPage.tap("#clear");
+    assert.equal(await touchPage.textContent("#digit"), "?", "the tap on Clear was not acted on at once");
+  }
+  assert.ok(correct >= 3, `only ${correct} of 4 digits drawn by touch read right`);
+  await phone.close();
 });
 
 test("logs no console error and fetches nothing beyond its own server", () => {
