@@ -54,7 +54,7 @@ const FEATURES: usize = CONV_CHANNELS * FEATURE_SIDE * FEATURE_SIDE;
 
 /// Maps a grey level (0 = background, 255 = ink) to the model's normalised input value.
 #[inline]
-pub fn normalize(grey: u8) -> f32 {
+pub fn normalise(grey: u8) -> f32 {
     (grey as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD
 }
 

@@ -13,7 +13,7 @@ use crate::{
     BATCH_NORM_EPSILON, CONV_CHANNELS, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction,
 };
 
-/// The MNIST CNN. Input `[batch, 1, 28, 28]` of [`crate::normalize`]d pixels, output logits.
+/// The MNIST CNN. Input `[batch, 1, 28, 28]` of [`crate::normalise`]d pixels, output logits.
 #[derive(Module, Debug)]
 pub struct Model {
     pub(crate) conv1: Conv2d,
@@ -85,7 +85,7 @@ impl Model {
 
     /// Classifies one 28x28 grey image (0 = paper, 255 = ink), e.g. from [`crate::preprocess`].
     pub fn classify(&self, grey: &[u8; PIXELS], device: &Device) -> Prediction {
-        let pixels = grey.iter().map(|&g| crate::normalize(g)).collect();
+        let pixels = grey.iter().map(|&g| crate::normalise(g)).collect();
         Prediction::new(self.probabilities(pixels, device)[0], grey)
     }
 

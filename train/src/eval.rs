@@ -2,7 +2,7 @@
 //! burn model of `model.bin`, or the lean model of the weights a browser bundle carries.
 
 use infer::lean::LeanModel;
-use infer::{NUM_CLASSES, PIXELS, argmax, normalize};
+use infer::{NUM_CLASSES, PIXELS, argmax, normalise};
 
 use crate::data::Split;
 
@@ -30,13 +30,13 @@ impl Evaluation {
 
 /// Classifies every image of `split` with the burn model and tallies the results.
 pub fn evaluate(model: &infer::Model, split: &Split, device: &burn::tensor::Device) -> Evaluation {
-    tally(split, 500, |images| model.probabilities(images.iter().map(|&g| normalize(g)).collect(), device))
+    tally(split, 500, |images| model.probabilities(images.iter().map(|&g| normalise(g)).collect(), device))
 }
 
 /// Classifies every image of `split` with the lean model and tallies the results.
 pub fn evaluate_lean(model: &LeanModel, split: &Split) -> Evaluation {
     tally(split, 1, |image| {
-        vec![model.probabilities(&image.try_into().map(|g: [u8; PIXELS]| g.map(normalize)).expect("one image"))]
+        vec![model.probabilities(&image.try_into().map(|g: [u8; PIXELS]| g.map(normalise)).expect("one image"))]
     })
 }
 
@@ -123,7 +123,7 @@ mod tests {
         let (model, device) = committed_model();
         let lean = LeanModel::new(&infer::lean::Weights::from_model(&model));
         let split = &mnist.test;
-        let reference = model.probabilities(split.images.iter().map(|&g| normalize(g)).collect(), &device);
+        let reference = model.probabilities(split.images.iter().map(|&g| normalise(g)).collect(), &device);
         let mut worst = 0.0f32;
         for (index, expected) in reference.iter().enumerate() {
             let ours = lean.classify(split.image(index).try_into().unwrap());

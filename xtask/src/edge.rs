@@ -290,7 +290,7 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
     let device = burn::tensor::Device::flex();
     let native = infer::Model::from_bytes(&model_bin, &device)?;
     let expected = native.probabilities(
-        mnist.test.images[..DIGITS * infer::PIXELS].iter().map(|&g| infer::normalize(g)).collect(),
+        mnist.test.images[..DIGITS * infer::PIXELS].iter().map(|&g| infer::normalise(g)).collect(),
         &device,
     );
     let (mut same, mut worst, mut loaded_at) = (0, 0.0f64, None);

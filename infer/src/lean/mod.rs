@@ -82,11 +82,11 @@ impl LeanModel {
 
     /// Classifies one 28x28 grey image (0 = paper, 255 = ink), e.g. from [`crate::preprocess`].
     pub fn classify(&self, grey: &[u8; PIXELS]) -> Prediction {
-        let pixels = grey.map(crate::normalize);
+        let pixels = grey.map(crate::normalise);
         Prediction::new(self.probabilities(&pixels), grey)
     }
 
-    /// Class probabilities for one image of [`crate::normalize`]d pixels.
+    /// Class probabilities for one image of [`crate::normalise`]d pixels.
     pub fn probabilities(&self, pixels: &[f32; PIXELS]) -> [f32; NUM_CLASSES] {
         let mut conv1 = vec![0.0; CONV1_SIDE * CONV1_SIDE * CONV_CHANNELS];
         conv3x3(pixels, IMAGE_SIZE, &self.conv1.taps, self.conv1.inputs, &self.conv1.bias, CONV1_SIDE, &mut conv1);

@@ -116,7 +116,7 @@ impl Weights {
             let mut weight = values(&format!("{conv}.weight"), channels * fan_in)?;
             let mut bias = values(&format!("{conv}.bias"), channels)?;
             for c in 0..channels {
-                let scale = gamma[c] as f64 / (var[c] as f64 + crate::BATCH_NORM_EPSILON).sqrt();
+                let scale = gamma[c] as f64 / libm::sqrt(var[c] as f64 + crate::BATCH_NORM_EPSILON);
                 for w in &mut weight[c * fan_in..(c + 1) * fan_in] {
                     *w = (*w as f64 * scale) as f32;
                 }

@@ -61,7 +61,7 @@ impl BatchNormTrain for Flex {
         epsilon: f64,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let stats = Statistics::of(&x, epsilon);
-        (stats.normalize(&x, &gamma, &beta), stats.per_channel(|c| c.mean), stats.per_channel(|c| c.variance))
+        (stats.normalise(&x, &gamma, &beta), stats.per_channel(|c| c.mean), stats.per_channel(|c| c.variance))
     }
 }
 
@@ -75,7 +75,7 @@ impl<C: CheckpointStrategy> BatchNormTrain for Autodiff<Flex, C> {
         let nodes = [x.node(), gamma.node(), beta.node()];
         let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
         let stats = Statistics::of(&x, epsilon);
-        let output = stats.normalize(&x, &gamma, &beta);
+        let output = stats.normalise(&x, &gamma, &beta);
         let (mean, variance) =
             (Self::from_inner(stats.per_channel(|c| c.mean)), Self::from_inner(stats.per_channel(|c| c.variance)));
         let output = match BatchNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
@@ -125,7 +125,7 @@ impl Statistics {
         Statistics { shape, batch, plane, channels }
     }
 
-    fn normalize(&self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor) -> FlexTensor {
+    fn normalise(&self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor) -> FlexTensor {
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         let input = x.as_slice::<f32>().expect("contiguous f32");
         let (gamma, beta) = (gamma.as_slice::<f32>().expect("f32"), beta.as_slice::<f32>().expect("f32"));
@@ -156,7 +156,7 @@ impl Statistics {
                 (0..batch).fold((0.0, 0.0), |(dy_sum, dy_xhat_sum), n| {
                     let at = (n * channels + c) * plane;
                     let (x, dy) = (&input[at..][..plane], &grad[at..][..plane]);
-                    let dy_xhat = normalized_dot(x, dy, mean, inv_std);
+                    let dy_xhat = normalised_dot(x, dy, mean, inv_std);
                     (dy_sum + plane_sum(dy), dy_xhat_sum + dy_xhat)
                 })
             })
@@ -197,7 +197,7 @@ widest_vectors! {
 widest_vectors! {
     /// `sum of dy * (x - mean) * inv_std` over one plane: the output gradient against the
     /// normalised input.
-    fn normalized_dot(x: &[f32], dy: &[f32], mean: f32, inv_std: f32) -> f64 {
+    fn normalised_dot(x: &[f32], dy: &[f32], mean: f32, inv_std: f32) -> f64 {
         lane_sum(x, dy, |x, dy| dy * (x - mean) * inv_std)
     }
 }

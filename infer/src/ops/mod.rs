@@ -110,6 +110,7 @@ macro_rules! widest_vectors {
         }
     };
 }
+#[cfg(feature = "flex")]
 pub(crate) use widest_vectors;
 
 #[cfg(all(feature = "flex", not(feature = "std")))]
