@@ -170,9 +170,11 @@ pub fn augmentation_png(split: &Split, config: &AugmentConfig, seed: u64, digits
 mod tests {
     use super::*;
 
-    /// The `(x, y, text)` of each `<text>` element and the `(x, y, width, height)` of each
-    /// `<rect>` in plotters' SVG output.
-    fn texts_and_rects(svg: &str) -> (Vec<(f64, f64, String)>, Vec<[f64; 4]>) {
+    /// A `<text>` element's anchor and content.
+    type Label = (f64, f64, String);
+
+    /// Each `<text>` element and the `[x, y, width, height]` of each `<rect>` in plotters' SVG.
+    fn texts_and_rects(svg: &str) -> (Vec<Label>, Vec<[f64; 4]>) {
         let attribute = |tag: &str, name: &str| -> f64 {
             let start = tag.find(&format!(" {name}=\"")).expect(name) + name.len() + 3;
             tag[start..].split('"').next().unwrap().parse().unwrap()

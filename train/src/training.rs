@@ -77,22 +77,11 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub const NAMES: [&str; 3] = ["flex", "ndarray", "wgpu"];
-
     pub fn name(self) -> &'static str {
         match self {
             Backend::Flex => "flex",
             Backend::NdArray => "ndarray",
             Backend::Wgpu => "wgpu",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Backend> {
-        match name {
-            "flex" => Some(Backend::Flex),
-            "ndarray" => Some(Backend::NdArray),
-            "wgpu" => Some(Backend::Wgpu),
-            _ => None,
         }
     }
 

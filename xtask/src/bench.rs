@@ -21,6 +21,8 @@ use train::loader::MnistBatch;
 use train::model::Classifier;
 use train::training::{Backend, TrainingConfig};
 
+use crate::args::BackendArg;
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Training batch size (the recipe's).
@@ -33,8 +35,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Backends to measure.
-    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
-    backends: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BackendArg::Flex, BackendArg::Ndarray])]
+    backends: Vec<BackendArg>,
     /// Skip PyTorch even when it is importable.
     #[arg(long)]
     no_torch: bool,
@@ -53,8 +55,9 @@ struct Throughput {
 
 pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
     let mut contenders: Vec<(String, Measure)> = Vec::new();
-    for name in &args.backends {
-        let backend = Backend::parse(name).with_context(|| format!("unknown backend {name:?}"))?;
+    for &choice in &args.backends {
+        let backend = Backend::from(choice);
+        let name = backend.name();
         let mut bench = BurnBench::new(backend, args.batch_size);
         let steps = args.steps;
         contenders.push((format!("burn {name}"), Box::new(move || Ok(bench.round(steps)))));

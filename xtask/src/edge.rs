@@ -14,8 +14,10 @@ use anyhow::{Context, bail, ensure};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use crate::args::{DataArgs, committed_model};
 use crate::root;
-use crate::web::{locked_version, pinned_tool, run, wasm_bindgen};
+use crate::tools::{locked_version, pinned_tool, run, wasm_bindgen};
+use crate::web;
 
 /// Where the model lives in the worker's R2 bucket (see `edge/wrangler.toml`).
 const BUCKET: &str = "mnist-models";
@@ -37,7 +39,7 @@ pub enum EdgeCommand {
     /// The worker's end-to-end test alone (part of `cargo xtask test`).
     Test {
         #[command(flatten)]
-        data: crate::commands::DataArgs,
+        data: DataArgs,
     },
 }
 
@@ -78,8 +80,8 @@ pub fn build() -> anyhow::Result<()> {
         edge_dir().join("node_modules/.bin/wrangler").exists(),
         "edge/node_modules is missing: run `cargo xtask setup` first"
     );
-    if crate::web::bundle_is_stale() {
-        crate::web::build_web(&crate::web::BuildWebArgs::default_build(false))?;
+    if web::bundle_is_stale() {
+        web::build_web(&web::BuildWebArgs::default_build(false))?;
     }
     let wasm_opt = root().join("node_modules/.bin/wasm-opt");
     ensure!(wasm_opt.exists(), "node_modules/.bin/wasm-opt is missing: run `cargo xtask setup` first");
@@ -107,7 +109,7 @@ fn put_local_model(state: &Path, file: &Path) -> anyhow::Result<()> {
 fn dev(port: u16) -> anyhow::Result<()> {
     build()?;
     let state = edge_dir().join(".wrangler/state");
-    put_local_model(&state, &root().join("artifacts/model.bin"))?;
+    put_local_model(&state, &committed_model())?;
     println!("worker at http://127.0.0.1:{port}/ (the page: /, or /?edge to classify on the worker); Ctrl-C stops it");
     println!("the admin route needs ADMIN_TOKEN: put `ADMIN_TOKEN=...` in edge/.dev.vars");
     run(wrangler().args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--persist-to"]).arg(&state))
@@ -123,7 +125,7 @@ fn deploy() -> anyhow::Result<()> {
     build()?;
     run(wrangler()
         .args(["r2", "object", "put", &format!("{BUCKET}/{MODEL_KEY}"), "--remote", "--file"])
-        .arg(root().join("artifacts/model.bin")))?;
+        .arg(committed_model()))?;
     run(wrangler().arg("deploy"))?;
     println!("deployed; set the admin token once with `npx wrangler secret put ADMIN_TOKEN` (in edge/)");
     Ok(())
@@ -283,7 +285,7 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
     );
 
     // The committed model: every answer matches native infer.
-    let model_path = root().join("artifacts/model.bin");
+    let model_path = committed_model();
     worker.put_model(&model_path)?;
     let model_bin = std::fs::read(&model_path)?;
     let sha256 = train::data::sha256_hex(&model_bin);
@@ -410,7 +412,7 @@ fn timings(count: usize, mut request: impl FnMut() -> anyhow::Result<()>) -> any
 pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
     build()?;
     let body = seven();
-    let model = root().join("artifacts/model.bin");
+    let model = committed_model();
     let post = |agent: &ureq::Agent, url: &str| -> anyhow::Result<(f64, Value)> {
         let started = Instant::now();
         let (status, answer) = call(agent, "POST", url, Some(&body), None)?;

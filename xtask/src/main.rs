@@ -3,12 +3,19 @@
 //! Each command is a thin layer over the crate that owns the work (`train`, `infer`); this
 //! binary parses arguments, resolves paths against the repository root and sets up threads.
 
+mod args;
 mod bench;
-mod commands;
+mod checks;
 mod edge;
+mod eval;
 mod predict;
 mod reproduce;
 mod serve;
+mod server;
+mod setup;
+mod test;
+mod tools;
+mod training;
 mod web;
 
 use std::path::{Path, PathBuf};
@@ -31,15 +38,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train on augmented MNIST, gate on test accuracy, write artifacts/.
-    Train(commands::TrainArgs),
+    Train(training::TrainArgs),
     /// Train the committed recipe from scratch and check it gives the committed model.
     Reproduce(reproduce::ReproduceArgs),
     /// Score a model file on all 10,000 test images.
-    Eval(commands::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Measure training and inference throughput per backend (and PyTorch's, if installed).
     BenchTrain(bench::BenchArgs),
     /// Install the tools the browser build and its test use (npm packages, wasm-bindgen-cli).
     Setup,
+    /// Formatting, lints, and `infer` built without std (per feature, wasm32, a microcontroller).
+    Check,
     /// Build the browser bundle (artifacts/web/) from the committed model.
     BuildWeb(web::BuildWebArgs),
     /// Serve the browser bundle, rebuilding it first if it is stale.
@@ -53,9 +62,9 @@ enum Command {
     BenchEdge(edge::BenchEdgeArgs),
     /// Classify PNG/JPEG files with the committed model.
     Predict(predict::PredictArgs),
-    /// What CI runs: the committed model against the gate and re-derived from scratch, every
-    /// workspace test, the page end to end in headless Chromium, the edge worker end to end.
-    Test(commands::EvalArgs),
+    /// What CI runs: `check`, the committed model against the gate and re-derived from scratch,
+    /// every workspace test, the page end to end in headless Chromium, the edge worker end to end.
+    Test(eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,18 +75,19 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Train(args) => commands::train(args, threads),
+        Command::Train(args) => training::train(args, threads),
         Command::Reproduce(args) => reproduce::reproduce(&args),
-        Command::Eval(args) => commands::eval(args),
+        Command::Eval(args) => eval::eval(args),
         Command::BenchTrain(args) => bench::run(args, threads),
-        Command::Setup => web::setup(),
+        Command::Setup => setup::setup(),
+        Command::Check => checks::check(),
         Command::BuildWeb(args) => web::build_web(&args),
         Command::Serve(args) => serve::serve(args),
         Command::BenchWeb(args) => web::bench_web(&args),
         Command::Predict(args) => predict::predict(args),
         Command::Edge(command) => edge::edge(command),
         Command::BenchEdge(args) => edge::bench_edge(args),
-        Command::Test(args) => commands::test(args),
+        Command::Test(args) => test::test(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use clap::Args;
 
 use infer::preprocess::{ink_from_grey, to_mnist};
 
-use crate::root;
+use crate::args::committed_model;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -20,7 +20,7 @@ pub struct PredictArgs {
 }
 
 pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
-    let path = args.model.unwrap_or_else(|| root().join("artifacts/model.bin"));
+    let path = args.model.unwrap_or_else(committed_model);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let device = burn::tensor::Device::flex();
     let model = infer::Model::from_bytes(&bytes, &device)

@@ -13,8 +13,7 @@ use train::augment::AugmentConfig;
 use train::report::Metrics;
 use train::training::TrainingConfig;
 
-use crate::commands::{DataArgs, GATE};
-use crate::root;
+use crate::args::{DataArgs, GATE, committed_metrics};
 
 /// The most the test accuracy of a run on another machine may differ from the committed one.
 const OTHER_MACHINE_TOLERANCE: f64 = 0.001;
@@ -27,7 +26,7 @@ pub struct ReproduceArgs {
 
 /// The committed model's `metrics.json`.
 fn committed() -> anyhow::Result<Metrics> {
-    let path = root().join("artifacts/metrics.json");
+    let path = committed_metrics();
     let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a metrics file of this version", path.display()))
 }

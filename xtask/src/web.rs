@@ -21,8 +21,10 @@ use infer::lean::{LeanModel, Precision, Weights};
 use train::data::Mnist;
 use train::eval::{Evaluation, evaluate, evaluate_lean};
 
-use crate::commands::DataArgs;
+use crate::args::{DataArgs, GATE, committed_model};
 use crate::root;
+use crate::server::Background;
+use crate::tools::{cargo, run, rust_target, wasm_bindgen, wasm_opt};
 
 /// The page's own files, copied from `web/` into the bundle.
 const PAGE_FILES: [&str; 3] = ["index.html", "app.js", "style.css"];
@@ -72,7 +74,7 @@ pub struct BuildWebArgs {
     #[arg(long)]
     pub no_gate: bool,
     /// Minimum test accuracy the shipped weights must reach.
-    #[arg(long, default_value_t = crate::commands::GATE)]
+    #[arg(long, default_value_t = GATE)]
     pub target: f64,
     #[arg(long, value_enum, default_value_t = WebBackend::Lean)]
     pub backend: WebBackend,
@@ -88,7 +90,7 @@ impl BuildWebArgs {
     pub fn default_build(no_gate: bool) -> Self {
         BuildWebArgs {
             no_gate,
-            target: crate::commands::GATE,
+            target: GATE,
             backend: WebBackend::Lean,
             weights: WeightsChoice::Auto,
             data: DataArgs::default(),
@@ -120,7 +122,7 @@ pub struct Bundle {
 
 /// Builds the bundle `args` describe into `out` (replacing it whole) and prints its sizes.
 pub fn build_bundle(args: &BuildWebArgs, mnist: Option<&Mnist>, out: &Path) -> anyhow::Result<Bundle> {
-    let model_path = root().join("artifacts/model.bin");
+    let model_path = committed_model();
     let model_bin = fs::read(&model_path).with_context(|| format!("cannot read {}", model_path.display()))?;
     let device = burn::tensor::Device::flex();
     let model = infer::Model::from_bytes(&model_bin, &device)
@@ -228,9 +230,11 @@ fn lean_weights(
 
 /// Whether the bundle is missing or older than anything it is built from.
 pub fn bundle_is_stale() -> bool {
-    let newest_input = ["artifacts/model.bin", "web", "infer/src", "infer/Cargo.toml", "Cargo.lock"]
+    let newest_input = ["web", "infer/src", "infer/Cargo.toml", "Cargo.lock"]
         .iter()
-        .filter_map(|p| newest_mtime(&root().join(p)))
+        .map(|p| root().join(p))
+        .chain([committed_model()])
+        .filter_map(|p| newest_mtime(&p))
         .max();
     let built = fs::metadata(bundle_dir().join("infer_bg.wasm")).and_then(|m| m.modified()).ok();
     match (built, newest_input) {
@@ -251,73 +255,23 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
 /// `cargo rustc` of `infer` as a cdylib for the browser, embedding `weights`; returns the
 /// `.wasm` path.
 fn compile_wasm(backend: WebBackend, weights: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    rust_target(WASM_TARGET)?;
     let features = match backend {
         WebBackend::Lean => "wasm",
         WebBackend::Flex => "wasm flex",
         WebBackend::Ndarray => "wasm ndarray",
         WebBackend::Wgpu => "wasm wgpu",
     };
-    let status = Command::new(&cargo)
-        .current_dir(root())
+    let status = cargo()
         .args(["rustc", "-p", "infer", "--profile", "wasm", "--target", WASM_TARGET, "--no-default-features"])
         .args(["--features", features, "--crate-type", "cdylib"])
         .env("INFER_WEIGHTS", weights)
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
-        bail!("compiling infer for {WASM_TARGET} failed (is the target installed? `rustup target add {WASM_TARGET}`)");
+        bail!("compiling infer for {WASM_TARGET} failed");
     }
     Ok(crate::target_dir().join(WASM_TARGET).join("wasm/infer.wasm"))
-}
-
-/// The wasm-bindgen CLI matching the library in Cargo.lock.
-pub fn wasm_bindgen() -> anyhow::Result<PathBuf> {
-    pinned_tool("wasm-bindgen-cli", "wasm-bindgen", &locked_version("wasm-bindgen")?)
-}
-
-/// A tool installed with `cargo install` at exactly `version`: `bin` from PATH or
-/// `target/tools/bin` when it reports that version, else installed there now.
-pub fn pinned_tool(package: &str, bin: &str, version: &str) -> anyhow::Result<PathBuf> {
-    let local = crate::target_dir().join("tools/bin").join(bin);
-    for candidate in [PathBuf::from(bin), local.clone()] {
-        if let Ok(out) = Command::new(&candidate).arg("--version").output()
-            && String::from_utf8_lossy(&out.stdout).split_whitespace().any(|word| word == version)
-        {
-            return Ok(candidate);
-        }
-    }
-    println!("installing {package} {version} into target/tools (once)");
-    // Not `--locked`: wasm-bindgen-cli's published lock file pins a crate version the
-    // registry no longer serves.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
-        .args(["install", package, "--version", version, "--root"])
-        .arg(crate::target_dir().join("tools")))?;
-    Ok(local)
-}
-
-/// binaryen's wasm-opt: from the project's npm packages, else PATH.
-fn wasm_opt() -> Option<PathBuf> {
-    [root().join("node_modules/.bin/wasm-opt"), PathBuf::from("wasm-opt")]
-        .into_iter()
-        .find(|tool| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()))
-}
-
-/// The version of `package` that Cargo.lock pins.
-pub fn locked_version(package: &str) -> anyhow::Result<String> {
-    let lock = fs::read_to_string(root().join("Cargo.lock"))?;
-    let needle = format!("name = \"{package}\"\nversion = \"");
-    let start = lock.find(&needle).with_context(|| format!("{package} is not in Cargo.lock"))? + needle.len();
-    Ok(lock[start..].split('"').next().unwrap_or_default().to_string())
-}
-
-pub fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| format!("cannot run {:?}", command.get_program()))?;
-    if !status.success() {
-        bail!("{:?} failed ({status})", command.get_program());
-    }
-    Ok(())
 }
 
 fn gzip_len(bytes: &[u8]) -> usize {
@@ -361,12 +315,40 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
     })
 }
 
+/// A bundle `bench-web` measures: a backend, and for the lean one its weights.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    LeanInt8,
+    LeanF16,
+    LeanF32,
+    Flex,
+    Ndarray,
+    /// In headless Chromium without a GPU, this measures its fallback to flex.
+    Wgpu,
+}
+
+impl Variant {
+    fn build(self) -> (WebBackend, WeightsChoice) {
+        match self {
+            Variant::LeanInt8 => (WebBackend::Lean, WeightsChoice::Int8),
+            Variant::LeanF16 => (WebBackend::Lean, WeightsChoice::F16),
+            Variant::LeanF32 => (WebBackend::Lean, WeightsChoice::F32),
+            Variant::Flex => (WebBackend::Flex, WeightsChoice::F32),
+            Variant::Ndarray => (WebBackend::Ndarray, WeightsChoice::F32),
+            Variant::Wgpu => (WebBackend::Wgpu, WeightsChoice::F32),
+        }
+    }
+
+    fn name(self) -> String {
+        self.to_possible_value().expect("no variant is skipped").get_name().to_string()
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BenchWebArgs {
-    /// Bundles to build and measure, in order: lean-int8, lean-f16, lean-f32, flex, ndarray,
-    /// wgpu (in headless Chromium without a GPU, wgpu measures its fallback to flex).
-    #[arg(long, value_delimiter = ',', default_value = "lean-int8,lean-f16,lean-f32,flex,ndarray,wgpu")]
-    pub variants: Vec<String>,
+    /// Bundles to build and measure, in order [default: all].
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::value_variants().to_vec())]
+    pub variants: Vec<Variant>,
     /// Timed classifications per measurement, after warm-up.
     #[arg(long, default_value_t = 300)]
     pub runs: usize,
@@ -376,20 +358,13 @@ pub struct BenchWebArgs {
 /// Chromium (`web/tests/bench.mjs`), and prints one table for all of them.
 pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    for variant in &args.variants {
-        let (backend, weights) = match variant.as_str() {
-            "lean-int8" => (WebBackend::Lean, WeightsChoice::Int8),
-            "lean-f16" => (WebBackend::Lean, WeightsChoice::F16),
-            "lean-f32" => (WebBackend::Lean, WeightsChoice::F32),
-            "flex" => (WebBackend::Flex, WeightsChoice::F32),
-            "ndarray" => (WebBackend::Ndarray, WeightsChoice::F32),
-            "wgpu" => (WebBackend::Wgpu, WeightsChoice::F32),
-            other => bail!("unknown variant {other:?} (lean-int8, lean-f16, lean-f32, flex, ndarray, wgpu)"),
-        };
+    for &variant in &args.variants {
+        let (backend, weights) = variant.build();
+        let variant = variant.name();
         let build = BuildWebArgs { backend, weights, ..BuildWebArgs::default_build(true) };
-        let dir = crate::target_dir().join("web-bench").join(variant);
+        let dir = crate::target_dir().join("web-bench").join(&variant);
         let bundle = build_bundle(&build, None, &dir)?;
-        let server = crate::serve::Background::start(dir)?;
+        let server = Background::start(dir)?;
         let output = Command::new("node")
             .current_dir(root())
             .arg("web/tests/bench.mjs")
@@ -436,26 +411,6 @@ pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
 
 /// Runs `work` with the URL of the bundle served on a free loopback port.
 fn with_server(work: impl FnOnce(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let server = crate::serve::Background::start(bundle_dir())?;
+    let server = Background::start(bundle_dir())?;
     work(&server.url)
-}
-
-/// Everything the browser build and its test need beyond Rust: the npm tools (wasm-opt,
-/// playwright-core) and the pinned wasm-bindgen CLI. Says what is still missing.
-pub fn setup() -> anyhow::Result<()> {
-    run(Command::new("npm").current_dir(root()).args(["ci", "--no-audit", "--no-fund"]))?;
-    crate::edge::setup()?;
-    let bindgen = wasm_bindgen()?;
-    println!("wasm-bindgen: {}", bindgen.display());
-    match wasm_opt() {
-        Some(opt) => println!("wasm-opt: {}", opt.display()),
-        None => println!("wasm-opt: not found (bundles will be larger)"),
-    }
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if Path::new(&chromium).is_file() {
-        println!("chromium: {chromium}");
-    } else {
-        println!("chromium: not found at {chromium}; the browser test needs it (Debian: apt-get install chromium)");
-    }
-    Ok(())
 }

@@ -1,0 +1,62 @@
+//! `check`: what the code is held to before anything runs: rustfmt, clippy with warnings as
+//! errors, and `infer` building without std, each feature on its own, for the browser and for
+//! a bare-metal microcontroller.
+
+use anyhow::bail;
+
+use crate::args::committed_model;
+use crate::tools::{cargo, rust_target};
+
+/// A microcontroller target (Cortex-M4F): no std, no allocator unless one is given.
+const BARE_METAL: &str = "thumbv7em-none-eabihf";
+const WASM: &str = "wasm32-unknown-unknown";
+
+/// `infer`'s features, each of which must build alone (`wgpu` is left to `build-web --backend
+/// wgpu`: it compiles burn's WebGPU stack, ten minutes here).
+const INFER_FEATURES: [&str; 7] = ["", "std", "record", "burn", "flex", "ndarray", "autodiff"];
+
+pub fn check() -> anyhow::Result<()> {
+    step("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+    step("cargo clippy -D warnings", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // clippy, so each combination is held to the lints as well as to compiling.
+    for features in INFER_FEATURES {
+        let name = if features.is_empty() { "no features" } else { features };
+        step(
+            &format!("infer builds with {name}"),
+            cargo().args([
+                "clippy",
+                "-p",
+                "infer",
+                "--no-default-features",
+                "--features",
+                features,
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+    }
+    rust_target(WASM)?;
+    step(
+        "infer's browser API builds for wasm32",
+        cargo()
+            .args(["clippy", "-p", "infer", "--no-default-features", "--features", "wasm", "--target", WASM])
+            .args(["--", "-D", "warnings"])
+            // Any file will do to check the code that embeds it.
+            .env("INFER_WEIGHTS", committed_model()),
+    )?;
+    rust_target(BARE_METAL)?;
+    step(
+        "infer (lean model and model.bin reader) builds for a microcontroller",
+        cargo().args(["build", "-p", "infer", "--no-default-features", "--features", "record", "--target", BARE_METAL]),
+    )
+}
+
+fn step(what: &str, command: &mut std::process::Command) -> anyhow::Result<()> {
+    println!("check: {what}");
+    let status = command.status()?;
+    if !status.success() {
+        bail!("{what}: failed ({status})");
+    }
+    Ok(())
+}

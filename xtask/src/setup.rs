@@ -1,0 +1,27 @@
+//! `setup`: what the browser build, the edge worker and their tests need beyond Rust.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::root;
+use crate::tools::{run, wasm_bindgen, wasm_opt};
+
+/// Everything the browser build and its test need beyond Rust: the npm tools (wasm-opt,
+/// playwright-core) and the pinned wasm-bindgen CLI. Says what is still missing.
+pub fn setup() -> anyhow::Result<()> {
+    run(Command::new("npm").current_dir(root()).args(["ci", "--no-audit", "--no-fund"]))?;
+    crate::edge::setup()?;
+    let bindgen = wasm_bindgen()?;
+    println!("wasm-bindgen: {}", bindgen.display());
+    match wasm_opt() {
+        Some(opt) => println!("wasm-opt: {}", opt.display()),
+        None => println!("wasm-opt: not found (bundles will be larger)"),
+    }
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if Path::new(&chromium).is_file() {
+        println!("chromium: {chromium}");
+    } else {
+        println!("chromium: not found at {chromium}; the browser test needs it (Debian: apt-get install chromium)");
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! `test`: what CI runs, cheapest check first.
+
+use anyhow::bail;
+
+use crate::eval::{EvalArgs, gate};
+use crate::tools::cargo;
+use crate::{checks, edge, reproduce, web};
+
+/// The code is formatted and lint-free and `infer` builds without std; the committed model
+/// passes the gate and is what the recipe makes from scratch; the workspace tests pass
+/// (release: they train); the page is driven end to end in headless Chromium, and the edge
+/// worker end to end under wrangler.
+pub fn test(args: EvalArgs) -> anyhow::Result<()> {
+    checks::check()?;
+    let mnist = args.data.load()?;
+    gate(args.model, args.target, &mnist)?;
+    reproduce::reproduce(&reproduce::ReproduceArgs { data: args.data.clone() })?;
+    let status = cargo().args(["test", "--release", "--workspace"]).status()?;
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    // The gate was just checked above.
+    web::build_bundle(&web::BuildWebArgs::default_build(true), Some(&mnist), &web::bundle_dir())?;
+    web::end_to_end(&mnist)?;
+    edge::end_to_end(&mnist)
+}

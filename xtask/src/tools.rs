@@ -1,0 +1,93 @@
+//! External tools behind one thin layer: cargo, rustup targets, and tools pinned to
+//! Cargo.lock (wasm-bindgen, worker-build) or installed by npm (wasm-opt).
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::root;
+
+/// `cargo`, the one running this command where there is one, started in the root without
+/// what `cargo run` set for this binary: those variables would change build-script
+/// fingerprints (ring's) and make the two cargo invocations rebuild each other's crates.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_str())
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Adds a rustup target the build needs when it is missing, saying so.
+pub fn rust_target(target: &str) -> anyhow::Result<()> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    match installed {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|line| line.trim() == target) => Ok(()),
+        Ok(_) => {
+            println!("adding the Rust target {target} (rustup target add {target})");
+            run(Command::new("rustup").args(["target", "add", target]))
+        }
+        // Without rustup the toolchain is what it is; cargo says clearly if the target is missing.
+        Err(_) => Ok(()),
+    }
+}
+
+/// The wasm-bindgen CLI matching the library in Cargo.lock.
+pub fn wasm_bindgen() -> anyhow::Result<PathBuf> {
+    pinned_tool("wasm-bindgen-cli", "wasm-bindgen", &locked_version("wasm-bindgen")?)
+}
+
+/// A tool installed with `cargo install` at exactly `version`: `bin` from PATH or
+/// `target/tools/bin` when it reports that version, else installed there now.
+pub fn pinned_tool(package: &str, bin: &str, version: &str) -> anyhow::Result<PathBuf> {
+    let local = crate::target_dir().join("tools/bin").join(bin);
+    for candidate in [PathBuf::from(bin), local.clone()] {
+        if let Ok(out) = Command::new(&candidate).arg("--version").output()
+            && String::from_utf8_lossy(&out.stdout).split_whitespace().any(|word| word == version)
+        {
+            return Ok(candidate);
+        }
+    }
+    println!("installing {package} {version} into target/tools (once)");
+    // Not `--locked`: wasm-bindgen-cli's published lock file pins a crate version the
+    // registry no longer serves.
+    run(cargo().args(["install", package, "--version", version, "--root"]).arg(crate::target_dir().join("tools")))?;
+    Ok(local)
+}
+
+/// binaryen's wasm-opt: from the project's npm packages, else PATH.
+pub fn wasm_opt() -> Option<PathBuf> {
+    [root().join("node_modules/.bin/wasm-opt"), PathBuf::from("wasm-opt")]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()))
+}
+
+/// The version of `package` that Cargo.lock pins.
+pub fn locked_version(package: &str) -> anyhow::Result<String> {
+    let lock = fs::read_to_string(root().join("Cargo.lock"))?;
+    let needle = format!("name = \"{package}\"\nversion = \"");
+    let start = lock.find(&needle).with_context(|| format!("{package} is not in Cargo.lock"))? + needle.len();
+    Ok(lock[start..].split('"').next().unwrap_or_default().to_string())
+}
+
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("cannot run {:?}", command.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed ({status})", command.get_program());
+    }
+    Ok(())
+}
