@@ -36,7 +36,8 @@ pub struct TrainingConfig {
     pub learning_rate: f64,
     #[config(default = 1)]
     pub warmup_epochs: usize,
-    #[config(default = 5e-4)]
+    /// AdamW's decoupled weight decay: each step shrinks the weights by learning rate x this.
+    #[config(default = 0.1)]
     pub weight_decay: f32,
     /// Decay of the moving average of the weights that is exported (0: the last weights).
     #[config(default = 0.999)]
@@ -45,7 +46,7 @@ pub struct TrainingConfig {
     #[config(default = 0.1)]
     pub label_smoothing: f32,
     /// The last this many epochs see the images undistorted.
-    #[config(default = 0)]
+    #[config(default = 1)]
     pub clean_epochs: usize,
     #[config(default = 42)]
     pub seed: u64,

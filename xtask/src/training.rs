@@ -39,10 +39,10 @@ pub struct TrainArgs {
     /// Label smoothing of the cross-entropy loss [default: 0.1].
     #[arg(long)]
     label_smoothing: Option<f32>,
-    /// AdamW's decoupled weight decay [default: 0.0005].
+    /// AdamW's decoupled weight decay [default: 0.1].
     #[arg(long)]
     weight_decay: Option<f32>,
-    /// Train the last N epochs on undistorted images [default: 0].
+    /// Train the last N epochs on undistorted images [default: 1].
     #[arg(long, value_name = "N")]
     clean_epochs: Option<usize>,
     /// Strength of the elastic warp in pixels; 0 turns it off [default: 0].
