@@ -5,7 +5,7 @@
 use anyhow::bail;
 
 use crate::args::committed_model;
-use crate::tools::{cargo, rust_target};
+use crate::tools::{cargo, rust_component, rust_target};
 
 /// A microcontroller target (Cortex-M4F): no std, no allocator unless one is given.
 const BARE_METAL: &str = "thumbv7em-none-eabihf";
@@ -16,6 +16,8 @@ const WASM: &str = "wasm32-unknown-unknown";
 const INFER_FEATURES: [&str; 7] = ["", "std", "record", "burn", "flex", "ndarray", "autodiff"];
 
 pub fn check() -> anyhow::Result<()> {
+    rust_component("rustfmt", "fmt")?;
+    rust_component("clippy", "clippy")?;
     step("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
     step("cargo clippy -D warnings", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // clippy, so each combination is held to the lints as well as to compiling.

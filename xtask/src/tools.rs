@@ -32,6 +32,15 @@ pub fn cargo() -> Command {
     command
 }
 
+/// Adds a rustup component (rustfmt, clippy) when `cargo <command>` is missing, saying so.
+pub fn rust_component(component: &str, command: &str) -> anyhow::Result<()> {
+    if cargo().args([command, "--version"]).output().is_ok_and(|out| out.status.success()) {
+        return Ok(());
+    }
+    println!("adding the Rust component {component} (rustup component add {component})");
+    run(Command::new("rustup").args(["component", "add", component]))
+}
+
 /// Adds a rustup target the build needs when it is missing, saying so.
 pub fn rust_target(target: &str) -> anyhow::Result<()> {
     let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
