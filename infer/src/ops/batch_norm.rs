@@ -5,7 +5,7 @@
 //! reduction, several times forward and backward; at 22 MB an activation that was a third
 //! of a training step. Sums run in f32 lanes within a plane and in f64 across planes.
 
-use alloc::{sync::Arc, vec, vec::Vec};
+use alloc::{sync::Arc, vec::Vec};
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
@@ -18,7 +18,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::{Tensor, TensorData};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
-use super::{contiguous, for_each_plane, lane_sum, plane_sum, widest_vectors};
+use super::{contiguous, for_each_plane, lane_sum, plane_sum, widest_vectors, zeroed};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchNormTrain: Backend {
@@ -129,7 +129,7 @@ impl Statistics {
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         let input = x.as_slice::<f32>().expect("contiguous f32");
         let (gamma, beta) = (gamma.as_slice::<f32>().expect("f32"), beta.as_slice::<f32>().expect("f32"));
-        let mut output = vec![0.0f32; input.len()];
+        let mut output = zeroed(input.len());
         let planes = output.chunks_mut(self.plane).zip(input.chunks(self.plane)).enumerate();
         for_each_plane(planes, (), |_, (index, (output, input))| {
             let c = index % self.channels.len();
@@ -162,7 +162,7 @@ impl Statistics {
             })
             .collect();
         let count = (batch * plane) as f32;
-        let mut input_grad = vec![0.0f32; input.len()];
+        let mut input_grad = zeroed(input.len());
         let planes = input_grad.chunks_mut(plane).zip(input.chunks(plane).zip(grad.chunks(plane))).enumerate();
         for_each_plane(planes, (), |_, (index, (input_grad, (x, dy)))| {
             let c = index % channels;

@@ -6,7 +6,7 @@
 //! transposed copy. Here one image's output gradient, `[out, height * width]` as it lies in
 //! memory, multiplies that image's im2col matrix straight into the weight gradient; the input
 //! gradient is the transposed product scattered back (col2im); the bias gradient is a sum per
-//! channel. The forward pass is flex's own convolution.
+//! channel. The forward pass is the same im2col matrix times the weights, image by image.
 
 use alloc::{vec, vec::Vec};
 
@@ -14,7 +14,6 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::PaddingConfig2d;
@@ -23,7 +22,7 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use rayon::slice::{ParallelSlice, ParallelSliceMut};
 
-use super::{contiguous, plane_sum};
+use super::{contiguous, plane_sum, zeroed};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvTrain: Backend {
@@ -53,8 +52,16 @@ pub(super) fn train(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 impl ConvTrain for Flex {
     fn conv_train(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        <Flex as ModuleOps<Flex>>::conv2d(x, weight, Some(bias), ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
+        let geometry = Geometry::of(&x, &weight);
+        let (x, weight, bias) = (contiguous(&x), contiguous(&weight), contiguous(&bias));
+        let values = geometry.forward(f32s(&x), f32s(&weight), f32s(&bias));
+        let shape = [geometry.batch, geometry.outputs, geometry.out_height(), geometry.out_width()];
+        FlexTensor::from_data(TensorData::new(values, shape))
     }
+}
+
+fn f32s(tensor: &FlexTensor) -> &[f32] {
+    tensor.as_slice::<f32>().expect("contiguous f32")
 }
 
 impl<C: CheckpointStrategy> ConvTrain for Autodiff<Flex, C> {
@@ -139,6 +146,25 @@ impl Geometry {
         }
     }
 
+    /// Per image: `weight [outputs, taps] x im2col(image) [taps, plane]` plus the bias, the
+    /// images shared out over the threads. flex's own convolution first copies the whole batch
+    /// to channels-last on the calling thread, which left the other core idle.
+    fn forward(&self, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+        let (taps, plane, image_len) = (self.taps(), self.plane(), self.inputs * self.height * self.width);
+        let mut output = zeroed(self.batch * self.outputs * plane);
+        output.par_chunks_mut(self.outputs * plane).zip(x.par_chunks(image_len)).for_each_init(
+            || vec![0.0f32; taps * plane],
+            |columns, (image_out, image)| {
+                self.im2col(image, columns);
+                for (channel, &b) in image_out.chunks_exact_mut(plane).zip(bias) {
+                    channel.fill(b);
+                }
+                matmul_accumulate(image_out, plane, weight, [taps as isize, 1], columns, [plane as isize, 1], taps);
+            },
+        );
+        output
+    }
+
     /// `sum over images of grad_image [outputs, plane] x im2col(image)^T [plane, taps]`. Each
     /// thread sums a fixed share of the batch and the shares add up in order, so the result
     /// depends on the thread count alone, never on scheduling.
@@ -170,7 +196,7 @@ impl Geometry {
     /// Per image: `weight^T [taps, outputs] x grad_image [outputs, plane]`, scattered back.
     fn input_grad(&self, weight: &[f32], grad: &[f32]) -> Vec<f32> {
         let (taps, plane, image_len) = (self.taps(), self.plane(), self.inputs * self.height * self.width);
-        let mut input_grad = vec![0.0f32; self.batch * image_len];
+        let mut input_grad = zeroed(self.batch * image_len);
         input_grad.par_chunks_mut(image_len).zip(grad.par_chunks(self.outputs * plane)).for_each_init(
             || vec![0.0f32; taps * plane],
             |columns, (image, grad)| {
@@ -249,14 +275,14 @@ impl Backward<Flex, 3> for ConvBackward {
         let (x, weight) = ops.state;
         let geometry = Geometry::of(&x, &weight);
         let (x, weight) = (contiguous(&x), contiguous(&weight));
-        let grad_values = grad.as_slice::<f32>().expect("contiguous f32");
+        let grad_values = f32s(&grad);
         let [x_parent, weight_parent, bias_parent] = ops.parents;
         if let Some(parent) = x_parent {
-            let values = geometry.input_grad(weight.as_slice::<f32>().expect("contiguous f32"), grad_values);
+            let values = geometry.input_grad(f32s(&weight), grad_values);
             grads.register::<Flex>(parent.id, FlexTensor::from_data(TensorData::new(values, x.shape().dims::<4>())));
         }
         if let Some(parent) = weight_parent {
-            let values = geometry.weight_grad(x.as_slice::<f32>().expect("contiguous f32"), grad_values);
+            let values = geometry.weight_grad(f32s(&x), grad_values);
             grads.register::<Flex>(
                 parent.id,
                 FlexTensor::from_data(TensorData::new(values, weight.shape().dims::<4>())),

@@ -113,6 +113,26 @@ macro_rules! widest_vectors {
 #[cfg(feature = "flex")]
 pub(crate) use widest_vectors;
 
+/// `len` zeroes for a kernel's output, written by all threads: `vec![0.0; len]` of an
+/// activation is a memset on the calling thread alone, while the other core waits.
+#[cfg(all(feature = "flex", feature = "std"))]
+fn zeroed<T: Copy + Default + Send + Sync>(len: usize) -> alloc::vec::Vec<T> {
+    use core::mem::MaybeUninit;
+    use rayon::{iter::ParallelIterator, slice::ParallelSliceMut};
+    let mut values = alloc::vec::Vec::with_capacity(len);
+    values.spare_capacity_mut()[..len]
+        .par_chunks_mut(1 << 14)
+        .for_each(|chunk| chunk.fill(MaybeUninit::new(T::default())));
+    // SAFETY: the line above initialised every element below `len`.
+    unsafe { values.set_len(len) };
+    values
+}
+
+#[cfg(all(feature = "flex", not(feature = "std")))]
+fn zeroed<T: Copy + Default>(len: usize) -> alloc::vec::Vec<T> {
+    alloc::vec![T::default(); len]
+}
+
 #[cfg(all(feature = "flex", not(feature = "std")))]
 fn for_each_plane<P: Iterator, S>(planes: P, mut scratch: S, work: impl Fn(&mut S, P::Item)) {
     planes.for_each(|plane| work(&mut scratch, plane));
