@@ -86,14 +86,18 @@ impl Backend {
         }
     }
 
-    /// The device, without autodiff.
+    /// The device, without autodiff. GPU training is a cargo feature (`wgpu`), as its
+    /// stack triples a first build that most users, training on CPU, would wait for.
     #[allow(deprecated)] // ndarray stays selectable for comparison with flex.
-    pub fn device(self) -> Device {
-        match self {
+    pub fn device(self) -> Result<Device, TrainError> {
+        Ok(match self {
             Backend::Flex => Device::flex(),
             Backend::NdArray => Device::ndarray(),
+            #[cfg(feature = "wgpu")]
             Backend::Wgpu => Device::wgpu(Default::default()),
-        }
+            #[cfg(not(feature = "wgpu"))]
+            Backend::Wgpu => return Err(TrainError::NotBuilt("GPU training (`--backend wgpu`)", "wgpu")),
+        })
     }
 }
 
@@ -139,6 +143,11 @@ pub enum TrainError {
     Stopped(String),
     #[error("invalid training config: {0}")]
     Config(String),
+    #[error(
+        "{0} is not in this build; build it with `--features {1}` \
+         (from xtask: `cargo run --release -p xtask --features {1} -- ...`)"
+    )]
+    NotBuilt(&'static str, &'static str),
 }
 
 const CONFIG_FILE: &str = "config.json";
@@ -158,7 +167,7 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.clone(), source })?;
     config.save(dir.join(CONFIG_FILE)).map_err(|source| TrainError::Io { path: dir.join(CONFIG_FILE), source })?;
 
-    let device = options.backend.device().autodiff();
+    let device = options.backend.device()?.autodiff();
     device.seed(config.seed);
     let first_epoch = last_epoch.map_or(1, |epoch| epoch + 1);
     let steps_per_epoch = train_split.len().div_ceil(config.batch_size);
@@ -170,7 +179,7 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     let train_loader =
         MnistLoader::new(Arc::new(train_split), config.batch_size, shuffled, first_epoch, device.clone());
     let valid_loader =
-        MnistLoader::new(Arc::new(valid_split), 500, Order::Sequential, first_epoch, options.backend.device());
+        MnistLoader::new(Arc::new(valid_split), 500, Order::Sequential, first_epoch, options.backend.device()?);
 
     let learner = Learner::new(
         Classifier::new(infer::Model::new(&device), config.ema_decay, config.label_smoothing),
@@ -184,7 +193,9 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
         .with_default_checkpointers()
         .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
         .num_epochs(config.epochs);
-    if !std::io::stdout().is_terminal() {
+    // burn-train's dashboard for a person at a terminal, where it is built in; else a line
+    // per epoch, which logs and CI can read.
+    if !(cfg!(feature = "tui") && std::io::stdout().is_terminal()) {
         training = training.renderer(Box::new(EpochLines::new()));
     }
     if let Some(epoch) = last_epoch {

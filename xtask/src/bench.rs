@@ -19,7 +19,7 @@ use infer::{IMAGE_SIZE, PIXELS};
 use train::augment::AugmentConfig;
 use train::loader::MnistBatch;
 use train::model::Classifier;
-use train::training::{Backend, TrainingConfig};
+use train::training::{Backend, TrainError, TrainingConfig};
 
 use crate::args::BackendArg;
 
@@ -58,7 +58,7 @@ pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
     for &choice in &args.backends {
         let backend = Backend::from(choice);
         let name = backend.name();
-        let mut bench = BurnBench::new(backend, args.batch_size);
+        let mut bench = BurnBench::new(backend, args.batch_size)?;
         let steps = args.steps;
         contenders.push((format!("burn {name}"), Box::new(move || Ok(bench.round(steps)))));
     }
@@ -136,8 +136,9 @@ struct BurnBench {
 }
 
 impl BurnBench {
-    fn new(backend: Backend, batch_size: usize) -> Self {
-        let device = backend.device().autodiff();
+    fn new(backend: Backend, batch_size: usize) -> Result<Self, TrainError> {
+        let plain = backend.device()?;
+        let device = plain.clone().autodiff();
         device.seed(0);
         // The recipe's step: its moving average and loss, not only the network.
         let recipe = TrainingConfig::new(AugmentConfig::new());
@@ -147,8 +148,7 @@ impl BurnBench {
             ConstantLr::new(1e-3),
         );
         let batch = random_batch(batch_size, &device);
-        let plain = backend.device();
-        Self { inference: infer::Model::new(&plain).valid(), device, learner, batch }
+        Ok(Self { inference: infer::Model::new(&plain).valid(), device, learner, batch })
     }
 
     /// Images per second: training step, inference at batch 1, inference at batch 256.
