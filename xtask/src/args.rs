@@ -14,6 +14,14 @@ use crate::root;
 /// default.
 pub const GATE: f64 = 0.995;
 
+/// Fails unless `accuracy` reaches `target`.
+pub fn check_gate(accuracy: f64, target: f64) -> anyhow::Result<()> {
+    if accuracy < target {
+        anyhow::bail!("test accuracy {accuracy:.4} is below the target {target:.4}");
+    }
+    Ok(())
+}
+
 /// Where MNIST comes from (shared by every command that reads it).
 #[derive(Args, Debug, Clone, Default)]
 pub struct DataArgs {

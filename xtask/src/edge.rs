@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::args::{DataArgs, committed_model};
 use crate::root;
-use crate::tools::{locked_version, pinned_tool, run, wasm_bindgen};
+use crate::tools::{locked_version, npm_packages, pinned_tool, run, wasm_bindgen};
 use crate::web;
 
 /// Where the model lives in the worker's R2 bucket (see `edge/wrangler.toml`).
@@ -76,15 +76,12 @@ fn worker_build() -> anyhow::Result<PathBuf> {
 
 /// Builds `edge/build/` and makes sure the page it serves (`artifacts/web/`) is current.
 pub fn build() -> anyhow::Result<()> {
-    ensure!(
-        edge_dir().join("node_modules/.bin/wrangler").exists(),
-        "edge/node_modules is missing: run `cargo xtask setup` first"
-    );
+    npm_packages(&edge_dir())?;
+    npm_packages(root())?;
     if web::bundle_is_stale() {
         web::build_web(&web::BuildWebArgs::default_build(false))?;
     }
     let wasm_opt = root().join("node_modules/.bin/wasm-opt");
-    ensure!(wasm_opt.exists(), "node_modules/.bin/wasm-opt is missing: run `cargo xtask setup` first");
     run(Command::new(worker_build()?)
         .current_dir(edge_dir())
         .arg("--release")

@@ -3,13 +3,14 @@
 use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 
 use train::data::{Mnist, sha256_hex};
-use train::eval::{Evaluation, evaluate, evaluate_lean};
+use train::eval::Evaluation;
 
-use crate::args::{DataArgs, GATE, committed_model};
+use crate::args::{DataArgs, GATE, check_gate, committed_model};
+use crate::scores::evaluate_bytes;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -34,25 +35,13 @@ pub fn gate(model: Option<PathBuf>, target: f64, mnist: &Mnist) -> anyhow::Resul
     let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let result = evaluate_bytes(&bytes, mnist).with_context(|| format!("{} is not a usable model", path.display()))?;
     println!("model {} (sha256 {})", path.display(), sha256_hex(&bytes));
-    print_evaluation(&result);
-    if result.accuracy < target {
-        bail!("test accuracy {:.4} is below the target {:.4}", result.accuracy, target);
+    if infer::lean::Weights::recognises(&bytes) {
+        println!("lean weights: scored with infer's lean model");
     }
+    print_evaluation(&result);
+    check_gate(result.accuracy, target)?;
     println!("gate passed: {:.4} >= {:.4}", result.accuracy, target);
     Ok(())
-}
-
-/// Scores a weights file on the test split: lean weights (what a browser bundle embeds) with
-/// the lean model, anything else as a burn record with the burn model on its CPU backend.
-pub fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation> {
-    if infer::lean::Weights::recognises(bytes) {
-        let model = infer::lean::LeanModel::from_bytes(bytes)?;
-        println!("lean weights: scored with infer's lean model");
-        return Ok(evaluate_lean(&model, &mnist.test));
-    }
-    let device = burn::tensor::Device::flex();
-    let model = infer::Model::from_bytes(bytes, &device)?;
-    Ok(evaluate(&model, &mnist.test, &device))
 }
 
 pub fn print_evaluation(result: &Evaluation) {

@@ -10,6 +10,7 @@ mod edge;
 mod eval;
 mod predict;
 mod reproduce;
+mod scores;
 mod serve;
 mod server;
 mod setup;

@@ -3,6 +3,7 @@
 use anyhow::bail;
 
 use crate::eval::{EvalArgs, gate};
+use crate::scores::Scorer;
 use crate::tools::cargo;
 use crate::{checks, edge, reproduce, web};
 
@@ -22,8 +23,18 @@ pub fn test(args: EvalArgs) -> anyhow::Result<()> {
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
-    // The gate was just checked above.
-    web::build_bundle(&web::BuildWebArgs::default_build(true), Some(&mnist), &web::bundle_dir())?;
+    // The gate was just checked above. Every score the default bundle needs is measured again
+    // and must match the committed record, and be in it: that is what lets `serve` build the
+    // page on a machine without MNIST.
+    let mut scorer = Scorer::rescoring(args.data.clone())?;
+    web::build_bundle(&web::BuildWebArgs::default_build(true), &mut scorer, &web::bundle_dir())?;
+    if !scorer.added().is_empty() {
+        bail!(
+            "{} lacks the scores of {}: run `cargo xtask build-web` and commit it",
+            scorer.path().display(),
+            scorer.added().join(", ")
+        );
+    }
     web::end_to_end(&mnist)?;
     edge::end_to_end(&mnist)
 }

@@ -1,8 +1,9 @@
-//! External tools behind one thin layer: cargo, rustup targets, and tools pinned to
-//! Cargo.lock (wasm-bindgen, worker-build) or installed by npm (wasm-opt).
+//! External tools behind one thin layer: cargo, rustup targets, tools pinned to Cargo.lock
+//! (wasm-bindgen, worker-build), npm packages (wasm-opt, playwright-core, wrangler) and
+//! Chromium. Each is installed when a command needs it and it is missing, with a line saying so.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -76,6 +77,45 @@ pub fn pinned_tool(package: &str, bin: &str, version: &str) -> anyhow::Result<Pa
     // registry no longer serves.
     run(cargo().args(["install", package, "--version", version, "--root"]).arg(crate::target_dir().join("tools")))?;
     Ok(local)
+}
+
+/// Installs a folder's npm packages (`npm ci`, from its lock file) when its `node_modules` is
+/// missing, saying so.
+pub fn npm_packages(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("node_modules").is_dir() {
+        return Ok(());
+    }
+    println!("installing the npm packages of {} (npm ci)", dir.display());
+    run(Command::new("npm").current_dir(dir).args(["ci", "--no-audit", "--no-fund"]))
+        .context("installing npm packages needs Node.js 20+ with npm")
+}
+
+/// Headless Chromium for the browser tests: `$CHROMIUM`, else Debian's `/usr/bin/chromium`.
+/// On a CI machine it is installed with apt when missing; elsewhere the error names the command.
+pub fn chromium() -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into()));
+    if path.is_file() {
+        return Ok(path);
+    }
+    if std::env::var_os("CI").is_none() {
+        bail!(
+            "the browser test needs Chromium at {}: install it with `sudo apt-get install chromium` \
+             (Debian, Ubuntu), or set CHROMIUM to its path",
+            path.display()
+        );
+    }
+    println!("installing Chromium for the browser test (apt-get install chromium)");
+    let as_root = Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    let apt_get = || {
+        let mut command = Command::new(if as_root { "apt-get" } else { "sudo" });
+        if !as_root {
+            command.arg("apt-get");
+        }
+        command
+    };
+    run(apt_get().args(["update", "-qq"]))?;
+    run(apt_get().args(["install", "-y", "-qq", "--no-install-recommends", "chromium"]))?;
+    Ok(path)
 }
 
 /// binaryen's wasm-opt: from the project's npm packages, else PATH.

@@ -14,8 +14,9 @@ use train::report::{self, Metrics};
 use train::training::{self, Backend, RunOptions, TrainingConfig};
 
 use crate::args::{BackendArg, DataArgs, GATE};
-use crate::eval::{evaluate_bytes, print_evaluation};
+use crate::eval::print_evaluation;
 use crate::root;
+use crate::scores::{self, evaluate_bytes};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -123,7 +124,9 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     };
     // Plots are drawn and files written in well under a second; the gate has been scored.
     metrics.total_seconds = started.elapsed().as_secs_f64();
+    let scores = scores::record_of("model.bin", &trained.model_bin, &test);
     let files = [
+        (scores::FILE, serde_json::to_vec_pretty(&scores)?),
         ("model.bin", trained.model_bin),
         ("metrics.json", serde_json::to_vec_pretty(&metrics)?),
         (

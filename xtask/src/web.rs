@@ -17,14 +17,13 @@ use flate2::{Compression, write::GzEncoder};
 
 use train::artifacts;
 
-use infer::lean::{LeanModel, Precision, Weights};
-use train::data::Mnist;
-use train::eval::{Evaluation, evaluate, evaluate_lean};
+use infer::lean::{Precision, Weights};
 
-use crate::args::{DataArgs, GATE, committed_model};
+use crate::args::{DataArgs, GATE, check_gate, committed_model};
 use crate::root;
+use crate::scores::Scorer;
 use crate::server::Background;
-use crate::tools::{cargo, run, rust_target, wasm_bindgen, wasm_opt};
+use crate::tools::{cargo, chromium, npm_packages, run, rust_target, wasm_bindgen, wasm_opt};
 
 /// The page's own files, copied from `web/` into the bundle.
 const PAGE_FILES: [&str; 3] = ["index.html", "app.js", "style.css"];
@@ -97,8 +96,8 @@ impl BuildWebArgs {
         }
     }
 
-    /// Whether the build must read the test set: for the gate, or to choose the weights.
-    fn needs_test_set(&self) -> bool {
+    /// Whether the build must know test accuracies: for the gate, or to choose the weights.
+    fn needs_scores(&self) -> bool {
         !self.no_gate || (self.backend == WebBackend::Lean && self.weights == WeightsChoice::Auto)
     }
 }
@@ -108,8 +107,9 @@ pub fn bundle_dir() -> PathBuf {
 }
 
 pub fn build_web(args: &BuildWebArgs) -> anyhow::Result<()> {
-    let mnist = if args.needs_test_set() { Some(args.data.load()?) } else { None };
-    build_bundle(args, mnist.as_ref(), &bundle_dir()).map(drop)
+    let mut scorer = Scorer::new(args.data.clone())?;
+    build_bundle(args, &mut scorer, &bundle_dir())?;
+    scorer.save()
 }
 
 /// A bundle as written: its files, and what of the wasm is weights.
@@ -120,24 +120,22 @@ pub struct Bundle {
     pub weights: Vec<u8>,
 }
 
-/// Builds the bundle `args` describe into `out` (replacing it whole) and prints its sizes.
-pub fn build_bundle(args: &BuildWebArgs, mnist: Option<&Mnist>, out: &Path) -> anyhow::Result<Bundle> {
+/// Builds the bundle `args` describe into `out` (replacing it whole) and prints its sizes;
+/// `scorer` knows or measures the test accuracies the gate and the choice of weights need.
+pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> anyhow::Result<Bundle> {
     let model_path = committed_model();
     let model_bin = fs::read(&model_path).with_context(|| format!("cannot read {}", model_path.display()))?;
     let device = burn::tensor::Device::flex();
     let model = infer::Model::from_bytes(&model_bin, &device)
         .with_context(|| format!("{} is not a usable model", model_path.display()))?;
-    let reference = mnist.map(|mnist| evaluate(&model, &mnist.test, &device));
-    if let Some(reference) = &reference {
-        println!("model.bin: test accuracy {:.2}%", 100.0 * reference.accuracy);
-    }
-    if !args.no_gate {
-        check_target(reference.as_ref().expect("the gate reads the test set"), args.target)?;
+    let reference = if args.needs_scores() { Some(scorer.accuracy("model.bin", &model_bin)?) } else { None };
+    if let (false, Some(accuracy)) = (args.no_gate, reference) {
+        check_gate(accuracy, args.target)?;
     }
 
     let (weights_path, weights, label) = match args.backend {
         WebBackend::Lean => {
-            let (precision, bytes) = lean_weights(&model, args, mnist, reference.as_ref())?;
+            let (precision, bytes) = lean_weights(&model, args, scorer, reference)?;
             let path = crate::target_dir().join(format!("web/weights-{}.bin", precision.name()));
             artifacts::write_atomic(&path, &bytes)?;
             println!("lean weights: {} (`cargo xtask eval --model {}` scores them)", path.display(), path.display());
@@ -153,6 +151,10 @@ pub fn build_bundle(args: &BuildWebArgs, mnist: Option<&Mnist>, out: &Path) -> a
         .arg(glue.path())
         .arg(&wasm))?;
     let bindgen_wasm = glue.path().join("infer_bg.wasm");
+    // wasm-opt comes with the npm packages; without Node the page still works, a little larger.
+    if let Err(error) = npm_packages(root()) {
+        println!("{error:#}");
+    }
     match wasm_opt() {
         Some(opt) => {
             let optimised = glue.path().join("infer_opt.wasm");
@@ -181,22 +183,14 @@ pub fn build_bundle(args: &BuildWebArgs, mnist: Option<&Mnist>, out: &Path) -> a
     Ok(bundle)
 }
 
-/// Fails unless `result` reaches `target`.
-fn check_target(result: &Evaluation, target: f64) -> anyhow::Result<()> {
-    if result.accuracy < target {
-        bail!("test accuracy {:.4} is below the target {:.4}", result.accuracy, target);
-    }
-    Ok(())
-}
-
 /// The lean weights to ship: the requested precision, or for `auto` the smallest that keeps
 /// the test accuracy within [`MAX_ACCURACY_LOSS_POINTS`] of the burn model's. Weights scored
 /// here are the exact bytes the bundle embeds.
 fn lean_weights(
     model: &infer::Model,
     args: &BuildWebArgs,
-    mnist: Option<&Mnist>,
-    reference: Option<&Evaluation>,
+    scorer: &mut Scorer,
+    reference: Option<f64>,
 ) -> anyhow::Result<(Precision, Vec<u8>)> {
     let weights = Weights::from_model(model);
     let candidates: &[Precision] = match args.weights {
@@ -207,19 +201,14 @@ fn lean_weights(
     };
     for &precision in candidates {
         let bytes = weights.to_bytes(precision);
-        let (Some(mnist), Some(reference)) = (mnist, reference) else {
+        let Some(reference) = reference else {
             return Ok((precision, bytes));
         };
-        let result = evaluate_lean(&LeanModel::from_bytes(&bytes)?, &mnist.test);
-        let change = 100.0 * (result.accuracy - reference.accuracy);
-        println!(
-            "{} lean weights: {} bytes, test accuracy {:.2}% ({change:+.2} points)",
-            precision.name(),
-            bytes.len(),
-            100.0 * result.accuracy
-        );
+        let accuracy = scorer.accuracy(&format!("{} lean weights", precision.name()), &bytes)?;
+        let change = 100.0 * (accuracy - reference);
+        println!("{} lean weights: {} bytes, {change:+.2} points against model.bin", precision.name(), bytes.len());
         if !args.no_gate {
-            check_target(&result, args.target)?;
+            check_gate(accuracy, args.target)?;
         }
         if args.weights != WeightsChoice::Auto || change >= -MAX_ACCURACY_LOSS_POINTS {
             return Ok((precision, bytes));
@@ -306,10 +295,13 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
         (0..20).map(|i| serde_json::json!({ "label": mnist.test.labels[i], "pixels": mnist.test.image(i) })).collect();
     let fixture = tempfile::NamedTempFile::new()?;
     fs::write(fixture.path(), serde_json::to_vec(&digits)?)?;
+    npm_packages(root())?;
+    let chromium = chromium()?;
     with_server(|url| {
         run(Command::new("node")
             .current_dir(root())
             .args(["--test", "--test-reporter=tap", "web/tests/e2e.test.mjs"])
+            .env("CHROMIUM", &chromium)
             .env("BASE_URL", url)
             .env("DIGITS_JSON", fixture.path()))
     })
@@ -357,18 +349,23 @@ pub struct BenchWebArgs {
 /// `bench-web`: builds each variant into `target/web-bench/`, measures it in headless
 /// Chromium (`web/tests/bench.mjs`), and prints one table for all of them.
 pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
+    // Every variant names its weights and skips the gate, so nothing is scored.
+    let mut scorer = Scorer::new(DataArgs::default())?;
+    npm_packages(root())?;
+    let chromium = chromium()?;
     let mut rows = Vec::new();
     for &variant in &args.variants {
         let (backend, weights) = variant.build();
         let variant = variant.name();
         let build = BuildWebArgs { backend, weights, ..BuildWebArgs::default_build(true) };
         let dir = crate::target_dir().join("web-bench").join(&variant);
-        let bundle = build_bundle(&build, None, &dir)?;
+        let bundle = build_bundle(&build, &mut scorer, &dir)?;
         let server = Background::start(dir)?;
         let output = Command::new("node")
             .current_dir(root())
             .arg("web/tests/bench.mjs")
             .env("BASE_URL", &server.url)
+            .env("CHROMIUM", &chromium)
             .env("RUNS", args.runs.to_string())
             .stderr(std::process::Stdio::inherit())
             .output()
