@@ -54,7 +54,7 @@ pub enum BackendArg {
     Flex,
     /// burn's ndarray CPU backend (for comparison).
     Ndarray,
-    /// burn's wgpu backend on a GPU.
+    /// burn's wgpu backend on a GPU (build xtask with its `wgpu` feature).
     Wgpu,
 }
 
