@@ -14,6 +14,16 @@ use crate::root;
 /// default.
 pub const GATE: f64 = 0.995;
 
+/// Parses a count that must be at least one (threads, rounds, steps, requests): zero of them
+/// would measure or compute nothing, and is refused before the command starts.
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(count) => Ok(count),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Fails unless `accuracy` reaches `target`.
 pub fn check_gate(accuracy: f64, target: f64) -> anyhow::Result<()> {
     if accuracy < target {

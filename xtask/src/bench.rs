@@ -21,18 +21,18 @@ use train::loader::MnistBatch;
 use train::model::Classifier;
 use train::training::{Backend, TrainError, TrainingConfig};
 
-use crate::args::BackendArg;
+use crate::args::{BackendArg, at_least_one};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Training batch size (the recipe's).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     batch_size: usize,
     /// Timed training steps per round.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     steps: usize,
     /// Rounds per contender, alternated; the median round counts.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     rounds: usize,
     /// Backends to measure.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BackendArg::Flex, BackendArg::Ndarray])]

@@ -14,7 +14,7 @@ use anyhow::{Context, bail, ensure};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::args::{DataArgs, committed_model};
+use crate::args::{DataArgs, at_least_one, committed_model};
 use crate::root;
 use crate::tools::{locked_version, npm_packages, pinned_tool, run, wasm_bindgen};
 use crate::web;
@@ -369,13 +369,13 @@ impl Checks {
 #[derive(clap::Args, Debug)]
 pub struct BenchEdgeArgs {
     /// Requests in each warm measurement.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
     pub requests: usize,
     /// Concurrent clients in the second warm measurement.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     pub clients: usize,
     /// Fresh workers started to time a cold first request.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub cold_runs: usize,
 }
 

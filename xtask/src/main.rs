@@ -30,7 +30,7 @@ use clap::{Parser, Subcommand};
 struct Cli {
     /// Worker threads for the CPU backends (default: all cores). Part of what makes a run
     /// reproducible: the same seed and thread count give the same model bytes.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = args::at_least_one)]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,

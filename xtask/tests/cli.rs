@@ -228,6 +228,22 @@ fn predict_names_a_file_that_is_not_an_image() {
 }
 
 #[test]
+fn counts_of_zero_are_refused_by_name_before_anything_runs() {
+    for (flag, args) in [
+        ("--rounds", &["bench-train", "--rounds", "0"][..]),
+        ("--steps", &["bench-train", "--steps", "0"]),
+        ("--requests", &["bench-edge", "--requests", "0"]),
+        ("--threads", &["eval", "--threads", "0", "--model", "/nonexistent/model.bin"]),
+    ] {
+        let output = xtask(args);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(message.contains(flag) && message.contains("must be at least 1"), "{args:?}: {message}");
+        assert!(!message.contains("panicked"), "{args:?}: {message}");
+    }
+}
+
+#[test]
 fn edge_deploy_refuses_without_cloudflare_credentials() {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["edge", "deploy"])
