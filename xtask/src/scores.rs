@@ -33,6 +33,10 @@ pub struct Score {
 }
 
 impl Score {
+    fn of(file: &str, result: &Evaluation) -> Self {
+        Score { file: file.into(), correct: result.correct, images: result.images }
+    }
+
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.images as f64
     }
@@ -43,8 +47,7 @@ pub type Record = BTreeMap<String, Score>;
 
 /// The record holding just `bytes`' score, as `train` writes it beside a new `model.bin`.
 pub fn record_of(file: &str, bytes: &[u8], result: &Evaluation) -> Record {
-    let score = Score { file: file.into(), correct: result.correct, images: result.images };
-    Record::from([(sha256_hex(bytes), score)])
+    Record::from([(sha256_hex(bytes), Score::of(file, result))])
 }
 
 /// Scores files by content: from the committed record where it has them, else on MNIST
@@ -91,8 +94,10 @@ impl Scorer {
         }
         let mnist = self.mnist.as_ref().expect("loaded above");
         let result = evaluate_bytes(bytes, mnist).with_context(|| format!("{file} is not a usable model"))?;
-        let score = Score { file: file.into(), correct: result.correct, images: result.images };
-        if let Some(recorded) = self.record.get(&sha256).filter(|recorded| **recorded != score) {
+        let score = Score::of(file, &result);
+        // The same bytes may be recorded under another name; only what they scored must agree.
+        let disagrees = |recorded: &&Score| (recorded.correct, recorded.images) != (score.correct, score.images);
+        if let Some(recorded) = self.record.get(&sha256).filter(disagrees) {
             bail!(
                 "{file} (sha256 {sha256}) scores {} / {} but {} records {} / {}",
                 score.correct,
