@@ -4,7 +4,7 @@ use alloc::{format, vec::Vec};
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, Relu};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData, activation::softmax};
 
@@ -24,6 +24,8 @@ pub struct Model {
     pub(crate) fc2: Linear,
     pub(crate) fc3: Linear,
     relu: Relu,
+    /// Before each dense layer but the last; only while training (it holds no weights).
+    dropout: Dropout,
 }
 
 impl Model {
@@ -39,7 +41,14 @@ impl Model {
             fc2: LinearConfig::new(HIDDEN, HIDDEN).init(device),
             fc3: LinearConfig::new(HIDDEN, NUM_CLASSES).init(device),
             relu: Relu::new(),
+            dropout: DropoutConfig::new(0.0).init(),
         }
+    }
+
+    /// The same model, dropping each input of the first two dense layers with probability
+    /// `prob` while training.
+    pub fn with_dropout(self, prob: f64) -> Self {
+        Self { dropout: DropoutConfig::new(prob).init(), ..self }
     }
 
     /// Loads weights serialised by [`Model::to_bytes`] (the `model.bin` format).
@@ -77,8 +86,8 @@ impl Model {
         let x = gelu_max_pool(batch_norm(&self.norm1, x));
         let x = conv2d(&self.conv2, x);
         let x = gelu_max_pool(batch_norm(&self.norm2, x));
-        let x = x.flatten(1, 3);
-        let x = self.relu.forward(self.fc1.forward(x));
+        let x = self.dropout.forward(x.flatten(1, 3));
+        let x = self.dropout.forward(self.relu.forward(self.fc1.forward(x)));
         let x = self.relu.forward(self.fc2.forward(x));
         self.fc3.forward(x)
     }

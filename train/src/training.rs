@@ -42,6 +42,9 @@ pub struct TrainingConfig {
     /// Decay of the moving average of the weights that is exported (0: the last weights).
     #[config(default = 0.999)]
     pub ema_decay: f64,
+    /// Probability of dropping each input of the first two dense layers while training.
+    #[config(default = 0.0)]
+    pub dropout: f64,
     /// Share of each target spread evenly over the ten classes.
     #[config(default = 0.1)]
     pub label_smoothing: f32,
@@ -158,6 +161,9 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     if train_split.is_empty() || valid_split.is_empty() || config.batch_size == 0 || config.epochs == 0 {
         return Err(TrainError::Config("needs training and validation images, epochs and a batch size".into()));
     }
+    if !(0.0..1.0).contains(&config.dropout) {
+        return Err(TrainError::Config(format!("dropout must be in [0, 1), not {}", config.dropout)));
+    }
     let dir = &options.run_dir;
     let last_epoch = if options.resume { Some(resumable_epoch(config, dir)?) } else { None };
     if last_epoch.is_none() {
@@ -182,7 +188,11 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
         MnistLoader::new(Arc::new(valid_split), 500, Order::Sequential, first_epoch, options.backend.device()?);
 
     let learner = Learner::new(
-        Classifier::new(infer::Model::new(&device), config.ema_decay, config.label_smoothing),
+        Classifier::new(
+            infer::Model::new(&device).with_dropout(config.dropout),
+            config.ema_decay,
+            config.label_smoothing,
+        ),
         AdamWConfig::new().with_weight_decay(config.weight_decay).init(),
         schedule(config, steps_per_epoch).init().map_err(TrainError::Config)?,
     );

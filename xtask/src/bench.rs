@@ -143,7 +143,11 @@ impl BurnBench {
         // The recipe's step: its moving average and loss, not only the network.
         let recipe = TrainingConfig::new(AugmentConfig::new());
         let learner = Learner::new(
-            Classifier::new(infer::Model::new(&device), recipe.ema_decay, recipe.label_smoothing),
+            Classifier::new(
+                infer::Model::new(&device).with_dropout(recipe.dropout),
+                recipe.ema_decay,
+                recipe.label_smoothing,
+            ),
             AdamWConfig::new().init(),
             ConstantLr::new(1e-3),
         );

@@ -37,6 +37,9 @@ pub struct TrainArgs {
     /// Decay of the exported moving average of the weights; 0 exports the last weights [default: 0.999].
     #[arg(long)]
     ema_decay: Option<f64>,
+    /// Dropout before the first two dense layers while training [default: 0].
+    #[arg(long)]
+    dropout: Option<f64>,
     /// Label smoothing of the cross-entropy loss [default: 0.1].
     #[arg(long)]
     label_smoothing: Option<f32>,
@@ -90,6 +93,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
     config.ema_decay = args.ema_decay.unwrap_or(config.ema_decay);
+    config.dropout = args.dropout.unwrap_or(config.dropout);
     config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
     config.weight_decay = args.weight_decay.unwrap_or(config.weight_decay);
     config.clean_epochs = args.clean_epochs.unwrap_or(config.clean_epochs);
