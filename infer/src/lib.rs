@@ -2,8 +2,9 @@
 //!
 //! The network's shape lives here (the constants below) and its burn definition in
 //! [`Model`]: training, evaluation and the burn backends build it through [`Model::new`] and
-//! load weights through [`Model::from_bytes`]. Its GELU + max-pool and its training-mode
-//! BatchNorm run as fused ops on burn's flex backend, with their own backward passes (`ops`). [`lean`] runs
+//! load weights through [`Model::from_bytes`]. Its layers run through [`ops`], a hook that
+//! training fills with fused ops of its own, and that inference on flex uses for a fused
+//! GELU + max-pool. [`lean`] runs
 //! the same network for inference only, without burn: BatchNorm folded, weights stored as
 //! f32, f16 or int8, kernels written for exactly these layers. It is what the small browser
 //! bundle ships, and it is held to the burn model's outputs by tests. The crate is
@@ -21,7 +22,7 @@ pub mod lean;
 #[cfg(feature = "burn")]
 mod model;
 #[cfg(feature = "burn")]
-mod ops;
+pub mod ops;
 pub mod preprocess;
 #[cfg(feature = "wasm")]
 mod wasm;

@@ -8,7 +8,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData, activation::softmax};
 
-use crate::ops::{batch_norm, conv2d, gelu_max_pool};
+use crate::ops::{InferenceOps, Ops};
 use crate::{
     BATCH_NORM_EPSILON, CONV_CHANNELS, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction,
 };
@@ -82,10 +82,16 @@ impl Model {
 
     /// Logits `[batch, 10]` for normalised images `[batch, 1, 28, 28]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = conv2d(&self.conv1, images);
-        let x = gelu_max_pool(batch_norm(&self.norm1, x));
-        let x = conv2d(&self.conv2, x);
-        let x = gelu_max_pool(batch_norm(&self.norm2, x));
+        self.forward_with(&InferenceOps, images)
+    }
+
+    /// [`Model::forward`] with its convolutions, BatchNorms and GELU + max-pools computed by
+    /// `ops` (training's, with their backward passes).
+    pub fn forward_with(&self, ops: &impl Ops, images: Tensor<4>) -> Tensor<2> {
+        let x = ops.conv2d(&self.conv1, images);
+        let x = ops.gelu_max_pool(ops.batch_norm(&self.norm1, x));
+        let x = ops.conv2d(&self.conv2, x);
+        let x = ops.gelu_max_pool(ops.batch_norm(&self.norm2, x));
         let x = self.dropout.forward(x.flatten(1, 3));
         let x = self.dropout.forward(self.relu.forward(self.fc1.forward(x)));
         let x = self.relu.forward(self.fc2.forward(x));

@@ -1,7 +1,7 @@
 //! Training of the digit classifier defined in `infer`.
 //!
-//! Owns the MNIST files (find, download, verify, parse), augmentation, batching, the
-//! burn-train run, evaluation through `infer`, and the artifacts a run writes: `model.bin`,
+//! Owns the MNIST files (find, download, verify, parse), augmentation, batching, the fused
+//! ops a training step runs on flex, the burn-train run, evaluation through `infer`, and the artifacts a run writes: `model.bin`,
 //! `metrics.json` and the plots. The `xtask` binary is the command line over this crate.
 
 pub mod artifacts;
@@ -11,6 +11,7 @@ pub mod ema;
 pub mod eval;
 pub mod loader;
 pub mod model;
+pub mod ops;
 pub mod progress;
 pub mod provenance;
 pub mod report;

@@ -6,6 +6,7 @@ use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
 use crate::ema::Ema;
 use crate::loader::MnistBatch;
+use crate::ops::TrainingOps;
 
 /// [`infer::Model`] wrapped so burn-train can drive it (the traits are foreign to `infer`),
 /// with the moving average of its weights that a run exports.
@@ -30,7 +31,7 @@ impl Classifier {
     }
 
     fn classify(&self, model: &infer::Model, batch: MnistBatch) -> ClassificationOutput {
-        let logits = model.forward(batch.images);
+        let logits = model.forward_with(&TrainingOps, batch.images);
         let loss = CrossEntropyLossConfig::new()
             .with_smoothing(self.label_smoothing)
             .init(&logits.device())

@@ -13,7 +13,7 @@ const WASM: &str = "wasm32-unknown-unknown";
 
 /// `infer`'s features, each of which must build alone (`wgpu` is left to `build-web --backend
 /// wgpu`: it compiles burn's WebGPU stack, ten minutes here).
-const INFER_FEATURES: [&str; 7] = ["", "std", "record", "burn", "flex", "ndarray", "autodiff"];
+const INFER_FEATURES: [&str; 6] = ["", "std", "record", "burn", "flex", "ndarray"];
 
 pub fn check() -> anyhow::Result<()> {
     rust_component("rustfmt", "fmt")?;

@@ -151,29 +151,6 @@ pub fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-/// e^x for f32, accurate to a couple of ulp on [-87, 88] (clamped there), in a form that
-/// vectorises: Cody and Waite's reduction by ln 2 in two parts, Cephes' degree-6 polynomial on
-/// the remainder, and the power of two built in the exponent bits.
-#[cfg(feature = "autodiff")]
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5 * 2^23 rounds to the nearest integer with SSE2 alone.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * core::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
 pub fn softmax(logits: [f32; crate::NUM_CLASSES]) -> [f32; crate::NUM_CLASSES] {
     let top = logits.iter().copied().fold(f32::NEG_INFINITY, max);
     let exps = logits.map(|l| libm::expf(l - top));
@@ -196,16 +173,6 @@ mod tests {
         let worst =
             (-60_000..=60_000).map(|i| i as f32 / 10_000.0).map(|x| (erf(x) - libm::erff(x)).abs()).fold(0.0, f32::max);
         assert!(worst < 5e-7, "largest error {worst}");
-    }
-
-    #[cfg(feature = "autodiff")]
-    #[test]
-    fn exp_matches_libm_to_a_few_ulp() {
-        for i in -87_000..=88_000 {
-            let x = i as f32 / 1000.0;
-            let (got, want) = (exp(x), libm::expf(x));
-            assert!((got - want).abs() <= 4.0 * f32::EPSILON * want, "exp({x}) = {got} not {want}");
-        }
     }
 
     #[test]

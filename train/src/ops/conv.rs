@@ -8,8 +8,6 @@
 //! gradient is the transposed product scattered back (col2im); the bias gradient is a sum per
 //! channel. The forward pass is the same im2col matrix times the weights, image by image.
 
-use alloc::{vec, vec::Vec};
-
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -22,7 +20,9 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use rayon::slice::{ParallelSlice, ParallelSliceMut};
 
-use super::{contiguous, plane_sum, zeroed};
+use infer::ops::{contiguous, zeroed};
+
+use super::plane_sum;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvTrain: Backend {
@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn matches_burns_convolution_forward_and_backward() {
         let device = Device::flex().autodiff();
-        assert!(super::super::runs_fused(&device), "the model takes the fused path on flex");
+        assert!(super::super::trains_on_flex(&device), "a training step takes the fused path on flex");
         device.seed(5);
         for (inputs, outputs, side, batch) in [(3, 4, 9, 5), (1, 6, 12, 3)] {
             let conv = Conv2dConfig::new([inputs, outputs], [3, 3]).init(&device);
