@@ -2,7 +2,7 @@
 
 use alloc::{format, vec::Vec};
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, Relu};
 use burn::store::ModuleRecord;
@@ -55,10 +55,12 @@ impl Model {
     pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self, LoadError> {
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
             .map_err(|e| LoadError::Format(format!("{e}")))?;
-        Self::new(device)
-            .try_load_record(record)
-            .map(|model| model.valid())
-            .map_err(|e| LoadError::Shape(format!("{e}")))
+        let model = Self::new(device).try_load_record(record).map_err(|e| LoadError::Shape(format!("{e}")))?;
+        if !all_finite(&model) {
+            // Such a model answers every image with the same class, confidently.
+            return Err(LoadError::Format("a weight is NaN or infinite".into()));
+        }
+        Ok(model.valid())
     }
 
     /// Serialises the weights (burn's record bytes), identical for identical weights.
@@ -120,6 +122,20 @@ impl Model {
     }
 }
 
+/// Whether every weight and running statistic of `model` is a finite number.
+fn all_finite(model: &Model) -> bool {
+    struct Finite(bool);
+    impl ModuleVisitor for Finite {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data();
+            self.0 &= data.as_slice::<f32>().is_ok_and(|values| values.iter().all(|v| v.is_finite()));
+        }
+    }
+    let mut finite = Finite(true);
+    model.visit(&mut finite);
+    finite.0
+}
+
 /// Rows of ten from the data of a probability tensor.
 pub(crate) fn rows(probabilities: TensorData) -> Vec<[f32; NUM_CLASSES]> {
     let flat = probabilities.as_slice::<f32>().expect("float output");
@@ -129,7 +145,7 @@ pub(crate) fn rows(probabilities: TensorData) -> Vec<[f32; NUM_CLASSES]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::Module;
+    use alloc::string::ToString;
 
     #[test]
     fn has_the_seed_architecture_parameter_count() {
@@ -159,6 +175,13 @@ mod tests {
         assert_eq!(before, loaded.probabilities(input, &device));
     }
 
+    /// fc2's weight with one NaN in it.
+    fn model_nan(device: &Device) -> Param<Tensor<2>> {
+        let mut values = alloc::vec![0.01f32; HIDDEN * HIDDEN];
+        values[HIDDEN + 3] = f32::NAN;
+        Param::from_tensor(Tensor::from_data(TensorData::new(values, [HIDDEN, HIDDEN]), device))
+    }
+
     #[test]
     fn refuses_bytes_that_are_not_this_model() {
         let device = Device::flex();
@@ -168,6 +191,14 @@ mod tests {
         let bytes = Model::new(&device).to_bytes();
         let truncated = Model::from_bytes(&bytes[..bytes.len() / 2], &device).unwrap_err();
         assert!(matches!(truncated, LoadError::Format(_)), "{truncated}");
+
+        let broken =
+            Model { fc2: Linear { weight: model_nan(&device), ..Model::new(&device).fc2 }, ..Model::new(&device) };
+        let broken = broken.to_bytes();
+        let nan = Model::from_bytes(&broken, &device).unwrap_err();
+        assert!(nan.to_string().contains("NaN"), "{nan}");
+        let lean = crate::lean::Weights::from_record(&broken).unwrap_err();
+        assert!(lean.to_string().contains("fc2.weight holds a NaN"), "{lean}");
 
         let other = Conv2dConfig::new([1, 8], [3, 3]).init(&device).into_record().into_bytes().unwrap();
         let wrong_shape = Model::from_bytes(&other, &device).unwrap_err();

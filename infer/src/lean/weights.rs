@@ -107,7 +107,11 @@ impl Weights {
             if bytes.len() != 4 * len {
                 return Err(LoadError::Shape(format!("{name} has {} values, the model needs {len}", bytes.len() / 4)));
             }
-            Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+            let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(LoadError::Format(format!("{name} holds a NaN or infinite value")));
+            }
+            Ok(values)
         };
         let conv = |conv: &str, norm: &str, fan_in: usize| -> Result<Layer, LoadError> {
             let channels = CONV_CHANNELS;
