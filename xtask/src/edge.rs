@@ -78,8 +78,9 @@ fn worker_build() -> anyhow::Result<PathBuf> {
 pub fn build() -> anyhow::Result<()> {
     npm_packages(&edge_dir())?;
     npm_packages(root())?;
-    if web::bundle_is_stale() {
-        web::build_web(&web::BuildWebArgs::default_build(false))?;
+    let page = web::BuildWebArgs::default_build(false);
+    if web::bundle_is_stale(&page) {
+        web::build_web(&page)?;
     }
     let wasm_opt = root().join("node_modules/.bin/wasm-opt");
     run(Command::new(worker_build()?)

@@ -10,7 +10,7 @@ use train::data::{Mnist, sha256_hex};
 use train::eval::Evaluation;
 
 use crate::args::{DataArgs, GATE, check_gate, committed_model};
-use crate::scores::evaluate_bytes;
+use crate::scores::Scorable;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -25,23 +25,38 @@ pub struct EvalArgs {
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
-    let mnist = args.data.load()?;
-    gate(args.model, args.target, &mnist)
+    // The model first: a wrong path or a broken file is reported before MNIST is read.
+    let model = ModelFile::read(args.model.unwrap_or_else(committed_model))?;
+    model.gate(args.target, &args.data.load()?)
 }
 
-/// Scores a model file (default: the committed one) and fails under `target`.
-pub fn gate(model: Option<PathBuf>, target: f64, mnist: &Mnist) -> anyhow::Result<()> {
-    let path = model.unwrap_or_else(committed_model);
-    let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let result = evaluate_bytes(&bytes, mnist).with_context(|| format!("{} is not a usable model", path.display()))?;
-    println!("model {} (sha256 {})", path.display(), sha256_hex(&bytes));
-    if infer::lean::Weights::recognises(&bytes) {
-        println!("lean weights: scored with infer's lean model");
+/// A model file read and loaded, ready to be scored.
+pub struct ModelFile {
+    path: PathBuf,
+    sha256: String,
+    model: Scorable,
+}
+
+impl ModelFile {
+    pub fn read(path: PathBuf) -> anyhow::Result<Self> {
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let model =
+            Scorable::from_bytes(&bytes).with_context(|| format!("{} is not a usable model", path.display()))?;
+        Ok(ModelFile { sha256: sha256_hex(&bytes), path, model })
     }
-    print_evaluation(&result);
-    check_gate(result.accuracy, target)?;
-    println!("gate passed: {:.4} >= {:.4}", result.accuracy, target);
-    Ok(())
+
+    /// Scores the model and fails under `target`.
+    pub fn gate(&self, target: f64, mnist: &Mnist) -> anyhow::Result<()> {
+        println!("model {} (sha256 {})", self.path.display(), self.sha256);
+        if let Scorable::Lean(_) = self.model {
+            println!("lean weights: scored with infer's lean model");
+        }
+        let result = self.model.evaluate(mnist);
+        print_evaluation(&result);
+        check_gate(result.accuracy, target)?;
+        println!("gate passed: {:.4} >= {:.4}", result.accuracy, target);
+        Ok(())
+    }
 }
 
 pub fn print_evaluation(result: &Evaluation) {

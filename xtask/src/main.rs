@@ -65,7 +65,7 @@ enum Command {
     Predict(predict::PredictArgs),
     /// What CI runs: `check`, the committed model against the gate and re-derived from scratch,
     /// every workspace test, the page end to end in headless Chromium, the edge worker end to end.
-    Test(eval::EvalArgs),
+    Test(test::TestArgs),
 }
 
 fn main() -> ExitCode {

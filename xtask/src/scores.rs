@@ -137,13 +137,31 @@ impl Scorer {
 /// Scores a weights file on the test split: lean weights (what a browser bundle embeds) with
 /// the lean model, anything else as a burn record with the burn model on its CPU backend.
 pub fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation> {
-    if infer::lean::Weights::recognises(bytes) {
-        let model = infer::lean::LeanModel::from_bytes(bytes)?;
-        return Ok(evaluate_lean(&model, &mnist.test));
+    Ok(Scorable::from_bytes(bytes)?.evaluate(mnist))
+}
+
+/// A model file loaded for scoring: lean weights (with their header), or a burn record.
+pub enum Scorable {
+    Lean(Box<infer::lean::LeanModel>),
+    Burn(infer::Model),
+}
+
+impl Scorable {
+    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
+        Ok(if infer::lean::Weights::recognises(bytes) {
+            Scorable::Lean(Box::new(infer::lean::LeanModel::from_bytes(bytes)?))
+        } else {
+            Scorable::Burn(infer::Model::from_bytes(bytes, &burn::tensor::Device::flex())?)
+        })
     }
-    let device = burn::tensor::Device::flex();
-    let model = infer::Model::from_bytes(bytes, &device)?;
-    Ok(evaluate(&model, &mnist.test, &device))
+
+    /// Scores on the 10,000 test images, through the code that deploys this kind of file.
+    pub fn evaluate(&self, mnist: &Mnist) -> Evaluation {
+        match self {
+            Scorable::Lean(model) => evaluate_lean(model, &mnist.test),
+            Scorable::Burn(model) => evaluate(model, &mnist.test, &burn::tensor::Device::flex()),
+        }
+    }
 }
 
 #[cfg(test)]

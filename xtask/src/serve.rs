@@ -24,8 +24,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let dir = match args.dir {
         Some(dir) => dir,
         None => {
-            if bundle_is_stale() {
-                println!("the bundle is missing or older than its inputs: building it");
+            if bundle_is_stale(&args.build) {
+                println!("the bundle is missing, built with other flags, or older than its inputs: building it");
                 build_web(&args.build)?;
             }
             bundle_dir()

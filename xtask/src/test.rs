@@ -1,20 +1,33 @@
 //! `test`: what CI runs, cheapest check first.
 
 use anyhow::bail;
+use clap::Args;
 
-use crate::eval::{EvalArgs, gate};
+use crate::args::{DataArgs, GATE, committed_model};
+use crate::eval::ModelFile;
 use crate::scores::Scorer;
 use crate::tools::cargo;
 use crate::{checks, edge, reproduce, web};
+
+/// What CI checks is the committed state, so there is no model to choose.
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Minimum test accuracy of the committed model.
+    #[arg(long, default_value_t = GATE)]
+    target: f64,
+}
 
 /// The code is formatted and lint-free and `infer` builds without std; the committed model
 /// passes the gate and is what the recipe makes from scratch; the workspace tests pass
 /// (release: they train); the page is driven end to end in headless Chromium, and the edge
 /// worker end to end under wrangler.
-pub fn test(args: EvalArgs) -> anyhow::Result<()> {
+pub fn test(args: TestArgs) -> anyhow::Result<()> {
     checks::check()?;
+    let model = ModelFile::read(committed_model())?;
     let mnist = args.data.load()?;
-    gate(args.model, args.target, &mnist)?;
+    model.gate(args.target, &mnist)?;
     reproduce::reproduce(&reproduce::ReproduceArgs { data: args.data.clone() })?;
     // One test at a time: burn's flex backend seeds one process-wide generator, so a test that
     // initialises a model while another seeds and initialises its own changes that one's

@@ -96,6 +96,13 @@ impl BuildWebArgs {
         }
     }
 
+    /// What of these arguments decides the bundle's contents (the gate only decides whether
+    /// there is one), as `build_bundle` records it beside the bundle, so that `serve` rebuilds
+    /// a bundle that was built for another backend or other weights.
+    fn stamp(&self) -> String {
+        format!("backend {:?}, weights {:?}\n", self.backend, self.weights)
+    }
+
     /// Whether the build must know test accuracies: for the gate, or to choose the weights.
     fn needs_scores(&self) -> bool {
         !self.no_gate || (self.backend == WebBackend::Lean && self.weights == WeightsChoice::Auto)
@@ -176,6 +183,8 @@ pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> any
     files.push(("infer.js".into(), fs::read(glue.path().join("infer.js"))?));
     files.push(("infer_bg.wasm".into(), fs::read(&bindgen_wasm)?));
     artifacts::replace_all(out, &files)?;
+    // Written last: a bundle without it counts as stale.
+    artifacts::write_atomic(&out.join(STAMP), args.stamp().as_bytes())?;
 
     let bundle = Bundle { label, files, weights };
     print_sizes(&bundle);
@@ -217,15 +226,26 @@ fn lean_weights(
     bail!("no weight precision keeps the test accuracy within {MAX_ACCURACY_LOSS_POINTS} points")
 }
 
-/// Whether the bundle is missing or older than anything it is built from.
-pub fn bundle_is_stale() -> bool {
+/// The file beside the bundle that records the arguments it was built with.
+const STAMP: &str = "build-args.txt";
+
+/// Whether the bundle is missing, was built with other arguments than `args`, or is older
+/// than anything it is built from.
+pub fn bundle_is_stale(args: &BuildWebArgs) -> bool {
+    is_stale(&bundle_dir(), args)
+}
+
+fn is_stale(bundle: &Path, args: &BuildWebArgs) -> bool {
+    if fs::read_to_string(bundle.join(STAMP)).ok() != Some(args.stamp()) {
+        return true;
+    }
     let newest_input = ["web", "infer/src", "infer/Cargo.toml", "Cargo.lock"]
         .iter()
         .map(|p| root().join(p))
         .chain([committed_model()])
         .filter_map(|p| newest_mtime(&p))
         .max();
-    let built = fs::metadata(bundle_dir().join("infer_bg.wasm")).and_then(|m| m.modified()).ok();
+    let built = fs::metadata(bundle.join("infer_bg.wasm")).and_then(|m| m.modified()).ok();
     match (built, newest_input) {
         (Some(built), Some(input)) => input > built,
         _ => true,
@@ -410,4 +430,26 @@ pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
 fn with_server(work: impl FnOnce(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let server = Background::start(bundle_dir())?;
     work(&server.url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_built_for_other_flags_is_stale() {
+        let bundle = tempfile::tempdir().unwrap();
+        let default = BuildWebArgs::default_build(false);
+        // Newer than every input, as a bundle just built is.
+        fs::write(bundle.path().join("infer_bg.wasm"), b"\0asm").unwrap();
+        assert!(is_stale(bundle.path(), &default), "a bundle without its stamp is stale");
+
+        fs::write(bundle.path().join(STAMP), default.stamp()).unwrap();
+        assert!(!is_stale(bundle.path(), &default));
+        assert!(!is_stale(bundle.path(), &BuildWebArgs::default_build(true)), "the gate does not shape the bundle");
+        let f16 = BuildWebArgs { weights: WeightsChoice::F16, ..BuildWebArgs::default_build(false) };
+        assert!(is_stale(bundle.path(), &f16));
+        let flex = BuildWebArgs { backend: WebBackend::Flex, ..BuildWebArgs::default_build(false) };
+        assert!(is_stale(bundle.path(), &flex));
+    }
 }
