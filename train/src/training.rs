@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::config::Config;
+use burn::module::Module;
 use burn::optim::AdamWConfig;
 use burn::optim::lr_scheduler::{
     LrSchedulerConfig, cosine::CosineAnnealingLrSchedulerConfig, linear::LinearLrSchedulerConfig,
@@ -18,10 +19,13 @@ use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Learner, LearnerSummary, SupervisedTraining};
 
-use crate::augment::AugmentConfig;
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+
+use crate::augment::{AugmentConfig, Distortion};
 use crate::data::{Mnist, Split};
-use crate::loader::{MnistLoader, Order};
+use crate::loader::{MnistBatch, MnistLoader, Order};
 use crate::model::Classifier;
+use crate::ops::TrainingOps;
 use crate::progress::EpochLines;
 
 /// The recipe. Everything that decides the weights is here, so a config and a seed pin a run.
@@ -51,6 +55,10 @@ pub struct TrainingConfig {
     /// The last this many epochs see the images undistorted.
     #[config(default = 1)]
     pub clean_epochs: usize,
+    /// BatchNorm's statistics measured afresh for the exported (averaged) weights, over this
+    /// many undistorted training batches; 0 keeps the averaged statistics.
+    #[config(default = 0)]
+    pub batch_norm_batches: usize,
     #[config(default = 42)]
     pub seed: u64,
     /// Held out from the end of the 60,000 training images for model selection.
@@ -221,12 +229,27 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     if let Some(interruption) = result.interrupted {
         return Err(TrainError::Stopped(format!("{interruption:?}")));
     }
-    Ok(TrainedModel {
-        model_bin: result.model.averaged().to_bytes(),
-        history: history(dir, config.epochs),
-        wall_seconds,
-        first_epoch,
-    })
+    let mut model = result.model.averaged();
+    if config.batch_norm_batches > 0 {
+        model = measure_batch_norm(model, &config.splits(mnist).0, config, &device);
+    }
+    Ok(TrainedModel { model_bin: model.to_bytes(), history: history(dir, config.epochs), wall_seconds, first_epoch })
+}
+
+/// `model` with BatchNorm's running statistics measured on its own weights: forward passes in
+/// training mode over `config.batch_norm_batches` undistorted batches of `split`, in an order
+/// fixed by the seed. Each pass moves the statistics by burn's momentum (0.1), so after 100
+/// batches the averaged ones they start from weigh 0.9^100.
+fn measure_batch_norm(model: infer::Model, split: &Split, config: &TrainingConfig, device: &Device) -> infer::Model {
+    // burn-train hands the model back in validation mode; BatchNorm measures only in training mode.
+    let model = model.train();
+    let mut order: Vec<usize> = (0..split.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(config.seed));
+    for indices in order.chunks(config.batch_size).take(config.batch_norm_batches) {
+        let batch = MnistBatch::build(split, indices, |_| Distortion::NONE, device);
+        drop(model.forward_with(&TrainingOps, batch.images));
+    }
+    model.valid()
 }
 
 /// Linear warm-up to the peak, then a cosine to zero, stepped once per batch.

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use train::artifacts::write_atomic;
-use train::data::{Mnist, sha256_hex};
+use train::data::{Mnist, Split, sha256_hex};
 use train::eval::{Evaluation, evaluate, evaluate_lean};
 
 use crate::args::DataArgs;
@@ -143,7 +143,7 @@ pub fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation>
 /// A model file loaded for scoring: lean weights (with their header), or a burn record.
 pub enum Scorable {
     Lean(Box<infer::lean::LeanModel>),
-    Burn(infer::Model),
+    Burn(Box<infer::Model>),
 }
 
 impl Scorable {
@@ -151,15 +151,19 @@ impl Scorable {
         Ok(if infer::lean::Weights::recognises(bytes) {
             Scorable::Lean(Box::new(infer::lean::LeanModel::from_bytes(bytes)?))
         } else {
-            Scorable::Burn(infer::Model::from_bytes(bytes, &burn::tensor::Device::flex())?)
+            Scorable::Burn(Box::new(infer::Model::from_bytes(bytes, &burn::tensor::Device::flex())?))
         })
     }
 
     /// Scores on the 10,000 test images, through the code that deploys this kind of file.
     pub fn evaluate(&self, mnist: &Mnist) -> Evaluation {
+        self.evaluate_split(&mnist.test)
+    }
+
+    pub fn evaluate_split(&self, split: &Split) -> Evaluation {
         match self {
-            Scorable::Lean(model) => evaluate_lean(model, &mnist.test),
-            Scorable::Burn(model) => evaluate(model, &mnist.test, &burn::tensor::Device::flex()),
+            Scorable::Lean(model) => evaluate_lean(model, split),
+            Scorable::Burn(model) => evaluate(model, split, &burn::tensor::Device::flex()),
         }
     }
 }

@@ -16,7 +16,7 @@ use train::training::{self, Backend, RunOptions, TrainingConfig};
 use crate::args::{BackendArg, DataArgs, GATE};
 use crate::eval::print_evaluation;
 use crate::root;
-use crate::scores::{self, evaluate_bytes};
+use crate::scores::{self, Scorable, evaluate_bytes};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -40,6 +40,10 @@ pub struct TrainArgs {
     /// Dropout before the first two dense layers while training [default: 0].
     #[arg(long)]
     dropout: Option<f64>,
+    /// Measure BatchNorm's statistics afresh for the exported weights over N clean training
+    /// batches; 0 keeps the averaged ones [default: 0].
+    #[arg(long, value_name = "N")]
+    batch_norm_batches: Option<usize>,
     /// Label smoothing of the cross-entropy loss [default: 0.1].
     #[arg(long)]
     label_smoothing: Option<f32>,
@@ -94,6 +98,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
     config.ema_decay = args.ema_decay.unwrap_or(config.ema_decay);
     config.dropout = args.dropout.unwrap_or(config.dropout);
+    config.batch_norm_batches = args.batch_norm_batches.unwrap_or(config.batch_norm_batches);
     config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
     config.weight_decay = args.weight_decay.unwrap_or(config.weight_decay);
     config.clean_epochs = args.clean_epochs.unwrap_or(config.clean_epochs);
@@ -108,6 +113,8 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     println!("trained in {:.0} s", trained.wall_seconds);
 
     // Score the exact bytes that would ship, through the deployment code path.
+    let valid = Scorable::from_bytes(&trained.model_bin)?.evaluate_split(&config.splits(&mnist).1);
+    println!("validation accuracy of the exported model {:.2}%", 100.0 * valid.accuracy);
     let test = evaluate_bytes(&trained.model_bin, &mnist)?;
     print_evaluation(&test);
     let mut metrics = Metrics {
