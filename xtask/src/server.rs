@@ -1,13 +1,19 @@
 //! The HTTP server for the browser bundle: static files with the headers the page needs, in
 //! the foreground until Ctrl-C (`serve`) or in the background for tests and benchmarks.
 
+use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use percent_encoding::percent_decode_str;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -30,13 +36,20 @@ pub fn serve(dir: PathBuf, host: &str, port: u16) -> anyhow::Result<()> {
 }
 
 /// Static files with MIME types, gzip or brotli where accepted, revalidation on every load
-/// (the bundle's names do not change between builds), 404 for anything else. `ServeDir`
-/// refuses paths that climb out of `dir`, encoded or not. The page loads nothing from other
-/// origins, so it can be cross-origin isolated, which gives `performance.now()` (the
-/// classification time it shows) microsecond rather than 100 µs resolution.
+/// (the bundle's names do not change between builds), 404 for anything else.
+///
+/// A file's `.br` or `.gz` sibling, where there is one (`build-web` writes them), is sent as
+/// it is; other files are compressed per response, which costs the wasm file its throughput.
+/// `ServeDir` refuses paths that climb out of `dir`, encoded or not; [`inside`] refuses those
+/// that leave it through a symlink. The page loads nothing from other origins, so it can be
+/// cross-origin isolated, which gives `performance.now()` (the classification time it shows)
+/// microsecond rather than 100 µs resolution.
 pub fn router(dir: PathBuf) -> Router {
+    // A folder that cannot be resolved serves nothing: every path then fails the check.
+    let root = Arc::new(fs::canonicalize(&dir).unwrap_or_default());
     Router::new()
-        .fallback_service(ServeDir::new(dir))
+        .fallback_service(ServeDir::new(dir).precompressed_br().precompressed_gzip())
+        .layer(middleware::from_fn(move |request, next| inside(root.clone(), request, next)))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
@@ -48,6 +61,16 @@ pub fn router(dir: PathBuf) -> Router {
             HeaderName::from_static("cross-origin-embedder-policy"),
             HeaderValue::from_static("require-corp"),
         ))
+}
+
+/// 404 for a path that exists but resolves to somewhere outside `root`.
+async fn inside(root: Arc<PathBuf>, request: Request, next: Next) -> Response {
+    let path = percent_decode_str(request.uri().path()).decode_utf8_lossy().into_owned();
+    let local = root.join(path.trim_start_matches('/'));
+    match tokio::fs::canonicalize(&local).await {
+        Ok(real) if !real.starts_with(&*root) => StatusCode::NOT_FOUND.into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 async fn ctrl_c() {

@@ -161,22 +161,28 @@ impl Server {
 
     /// Status line and headers (lower-cased names) of a GET of the raw `target`.
     fn get(&self, target: &str, accept_gzip: bool) -> (u16, Vec<(String, String)>) {
+        let (status, headers, _) = self.get_body(target, if accept_gzip { "gzip" } else { "" });
+        (status, headers)
+    }
+
+    /// Status, headers and body of a GET of the raw `target`, accepting `encoding`.
+    fn get_body(&self, target: &str, encoding: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
-        let encoding = if accept_gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+        let encoding = if encoding.is_empty() { String::new() } else { format!("Accept-Encoding: {encoding}\r\n") };
         write!(stream, "GET {target} HTTP/1.1\r\nHost: {}\r\n{encoding}Connection: close\r\n\r\n", self.address)
             .unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).unwrap();
-        let text = String::from_utf8_lossy(&response);
-        let head = text.split("\r\n\r\n").next().unwrap();
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+        let (head, body) = (String::from_utf8_lossy(&response[..split]).into_owned(), response[split..].to_vec());
         let mut lines = head.lines();
         let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
         let headers = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        (status, headers)
+        (status, headers, body)
     }
 }
 
@@ -192,6 +198,10 @@ fn serve_answers_like_a_static_file_server_and_stops_cleanly() {
     fs::write(site.join("index.html"), "<!doctype html><title>t</title>".repeat(100)).unwrap();
     fs::write(site.join("infer_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
     fs::write(root.path().join("secret.txt"), "outside the site").unwrap();
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), site.join("link.txt")).unwrap();
+    // What build-web writes beside each file; marked, so that it shows whether it was sent.
+    fs::write(site.join("app.js"), "export const app = 1;".repeat(50)).unwrap();
+    fs::write(site.join("app.js.br"), b"precompressed brotli").unwrap();
     let mut server = Server::start(&site);
 
     let (status, headers) = server.get("/", false);
@@ -207,6 +217,13 @@ fn serve_answers_like_a_static_file_server_and_stops_cleanly() {
     assert_eq!(header(&headers, "content-encoding"), Some("gzip"));
 
     assert_eq!(server.get("/missing.js", false).0, 404);
+    let (status, _) = server.get("/link.txt", false);
+    assert_eq!(status, 404, "a symlink out of the folder must not be followed");
+
+    let (status, headers, body) = server.get_body("/app.js", "br");
+    assert_eq!((status, header(&headers, "content-encoding")), (200, Some("br")));
+    assert_eq!(body, b"precompressed brotli", "the .br sibling is sent as it is");
+    assert!(header(&headers, "content-type").unwrap().starts_with("text/javascript"));
     for climb in ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/%2E%2E%2Fsecret.txt"] {
         let (status, _) = server.get(climb, false);
         assert!(status == 404 || status == 400, "{climb} answered {status}");
