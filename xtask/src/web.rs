@@ -187,7 +187,10 @@ pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> any
     let compressed = files.iter().flat_map(|(name, bytes)| {
         [(format!("{name}.gz"), gzip(bytes)), (format!("{name}.br"), brotli(bytes))]
     });
-    artifacts::replace_all(out, &files.iter().cloned().chain(compressed).collect::<Vec<_>>())?;
+    // Cloudflare compresses the worker's assets itself: the edge deploys the page alone.
+    let edge_ignores = (".assetsignore".to_string(), format!("*.br\n*.gz\n{STAMP}\n.assetsignore\n").into_bytes());
+    let written: Vec<_> = files.iter().cloned().chain(compressed).chain([edge_ignores]).collect();
+    artifacts::replace_all(out, &written)?;
     // Written last: a bundle without it counts as stale.
     artifacts::write_atomic(&out.join(STAMP), args.stamp().as_bytes())?;
 
