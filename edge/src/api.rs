@@ -5,8 +5,13 @@ use infer::preprocess::{ink_from_rgba, to_mnist};
 use infer::{NUM_CLASSES, PIXELS};
 use serde::{Deserialize, Serialize};
 
-/// Largest canvas accepted, in pixels: bounds the work one request can ask for.
-const MAX_CANVAS_PIXELS: usize = 2048 * 2048;
+/// Largest canvas accepted, in pixels: 4 MiB of RGBA, parsed into 4 MiB and preprocessed in
+/// 4 MiB more, well inside a Worker's 128 MB.
+const MAX_CANVAS_PIXELS: usize = 1024 * 1024;
+/// Largest body read: the largest canvas as JSON at four characters a value (`255,`) and
+/// room for the rest. A larger one is refused (413) from its `Content-Length`, or, sent in
+/// chunks, as soon as the chunks read pass this.
+pub const MAX_BODY_BYTES: usize = 4 * 4 * MAX_CANVAS_PIXELS + 4096;
 
 /// An HTTP error with the message its JSON body carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +25,12 @@ impl ApiError {
         ApiError { status, message: message.into() }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, message)
+    }
+
+    fn too_large() -> Self {
+        Self::new(413, format!("the body is larger than {MAX_BODY_BYTES} bytes"))
     }
 
     /// `{"error": message}`.
@@ -35,9 +44,11 @@ impl ApiError {
 #[serde(deny_unknown_fields)]
 struct PredictRequest {
     /// 784 grey levels, row-major, 0 = paper, 255 = ink.
-    pixels: Option<Vec<f64>>,
+    #[serde(default, deserialize_with = "pixels")]
+    pixels: Option<Vec<u8>>,
     /// RGBA bytes of a `width` x `height` canvas (e.g. `ImageData.data`).
-    rgba: Option<Vec<f64>>,
+    #[serde(default, deserialize_with = "rgba")]
+    rgba: Option<Vec<u8>>,
     width: Option<usize>,
     height: Option<usize>,
 }
@@ -68,8 +79,7 @@ pub fn parse_predict(body: &[u8]) -> Result<[u8; PIXELS], ApiError> {
     let request: PredictRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a predict request: {e}")))?;
     match request {
-        PredictRequest { pixels: Some(pixels), rgba: None, width: None, height: None } => {
-            let grey = bytes("pixels", &pixels)?;
+        PredictRequest { pixels: Some(grey), rgba: None, width: None, height: None } => {
             grey.try_into().map_err(|grey: Vec<u8>| {
                 ApiError::bad_request(format!("pixels needs {PIXELS} values (28x28), got {}", grey.len()))
             })
@@ -80,7 +90,6 @@ pub fn parse_predict(body: &[u8]) -> Result<[u8; PIXELS], ApiError> {
                     "a {width}x{height} canvas is larger than {MAX_CANVAS_PIXELS} pixels"
                 )));
             }
-            let rgba = bytes("rgba", &rgba)?;
             let ink = ink_from_rgba(&rgba, width, height).map_err(|e| ApiError::bad_request(e.to_string()))?;
             to_mnist(&ink, width, height).map_err(|e| ApiError::bad_request(e.to_string()))
         }
@@ -90,19 +99,65 @@ pub fn parse_predict(body: &[u8]) -> Result<[u8; PIXELS], ApiError> {
     }
 }
 
-/// Checks every value is a whole number 0-255.
-fn bytes(field: &str, values: &[f64]) -> Result<Vec<u8>, ApiError> {
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            if v.fract() == 0.0 && (0.0..=255.0).contains(&v) {
-                Ok(v as u8)
-            } else {
-                Err(ApiError::bad_request(format!("{field}[{i}] is {v}; values must be whole numbers 0-255")))
+/// A body read in chunks, refused as soon as it passes [`MAX_BODY_BYTES`].
+#[derive(Default)]
+pub struct BoundedBody(Vec<u8>);
+
+impl BoundedBody {
+    /// Refuses at once a body whose `Content-Length` says it is too large.
+    pub fn expecting(content_length: Option<&str>) -> Result<Self, ApiError> {
+        match content_length.map(|length| length.trim().parse::<u64>()) {
+            Some(Ok(length)) if length > MAX_BODY_BYTES as u64 => Err(ApiError::too_large()),
+            Some(Err(_)) => Err(ApiError::bad_request("Content-Length is not a number")),
+            _ => Ok(Self::default()),
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        if self.0.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::too_large());
+        }
+        self.0.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+fn pixels<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<u8>>, D::Error> {
+    deserializer.deserialize_seq(ByteValues("pixels")).map(Some)
+}
+
+fn rgba<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<u8>>, D::Error> {
+    deserializer.deserialize_seq(ByteValues("rgba")).map(Some)
+}
+
+/// A JSON array of whole numbers 0-255 read straight into bytes (not into 8-byte floats
+/// first), with the field's name in any error.
+struct ByteValues(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for ByteValues {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        write!(f, "{} as an array of whole numbers 0-255", self.0)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut values: A) -> Result<Vec<u8>, A::Error> {
+        let mut bytes = Vec::with_capacity(values.size_hint().unwrap_or(0).min(4 * MAX_CANVAS_PIXELS));
+        while let Some(value) = values.next_element::<f64>()? {
+            if value.fract() != 0.0 || !(0.0..=255.0).contains(&value) {
+                let (field, i) = (self.0, bytes.len());
+                return Err(serde::de::Error::custom(format!(
+                    "{field}[{i}] is {value}; values must be whole numbers 0-255"
+                )));
             }
-        })
-        .collect()
+            bytes.push(value as u8);
+        }
+        Ok(bytes)
+    }
 }
 
 /// Lower-case hex SHA-256, as `sha256sum` prints it.
@@ -162,6 +217,38 @@ mod tests {
         assert!(error(r#"{"rgba": [0, 0, 0, 0], "width": 2, "height": 2}"#).contains("needs 16 bytes"));
         assert!(error(r#"{"rgba": [], "width": 100000, "height": 100000}"#).contains("larger than"));
         assert!(error(r#"{"rgba": [255, 255, 255, 255], "width": 1, "height": 1}"#).contains("no ink"));
+    }
+
+    #[test]
+    fn refuses_a_body_past_the_limit_before_reading_it_whole() {
+        let too_large = (MAX_BODY_BYTES + 1).to_string();
+        assert_eq!(BoundedBody::expecting(Some(&too_large)).err().unwrap().status, 413);
+        assert_eq!(BoundedBody::expecting(Some("lots")).err().unwrap().status, 400);
+
+        // Sent in chunks with no length: refused at the chunk that passes the limit.
+        let mut body = BoundedBody::expecting(None).unwrap();
+        let chunk = vec![b' '; 1 << 20];
+        let mut pushed = 0;
+        let refused = loop {
+            match body.push(&chunk) {
+                Ok(()) => pushed += chunk.len(),
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(refused.status, 413);
+        assert!(pushed <= MAX_BODY_BYTES && pushed + chunk.len() > MAX_BODY_BYTES);
+    }
+
+    /// White paper is the longest JSON (every value `255`); a black stroke down the middle.
+    #[test]
+    fn the_largest_canvas_fits_in_the_largest_body_and_is_read() {
+        let side = 1024;
+        let pixel = |x: usize| if (500..520).contains(&x) { "0,0,0,255" } else { "255,255,255,255" };
+        let rgba: Vec<&str> = (0..side * side).map(|i| pixel(i % side)).collect();
+        let body = format!(r#"{{"rgba": [{}], "width": {side}, "height": {side}}}"#, rgba.join(","));
+        assert!(body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+        let input = parse_predict(body.as_bytes()).unwrap();
+        assert!(input.iter().any(|&v| v > 200), "the stroke survives preprocessing");
     }
 
     #[test]

@@ -4,10 +4,11 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use infer::PIXELS;
 use infer::lean::{LeanModel, Weights};
 use worker::{Bucket, DurableObject, Env, Request, Response, Result, State, durable_object};
 
-use crate::api::{ApiError, ModelInfo, PredictResponse, parse_predict, sha256_hex};
+use crate::api::{ApiError, ModelInfo, PredictResponse, sha256_hex};
 use crate::worker_entry::json_error;
 
 const BUCKET_BINDING: &str = "MODELS";
@@ -33,20 +34,18 @@ impl DurableObject for ModelHost {
     }
 
     async fn fetch(&self, mut request: Request) -> Result<Response> {
-        // The worker forwards only these two routes, after checking method and admin token.
-        let reload = request.path() == "/admin/reload";
-        let body = request.bytes().await?;
-        if reload {
+        // The worker forwards only these two routes, after checking the method, the admin
+        // token, and a prediction request (which it turns into the 784 bytes of the input).
+        if request.path() == "/admin/reload" {
             self.loaded.borrow_mut().take();
             return match self.model().await {
                 Ok(loaded) => Response::from_json(&serde_json::json!({ "reloaded": true, "model": loaded.info })),
                 Err(error) => json_error(&error),
             };
         }
-        // Check the request before touching R2: a bad request never costs a model load.
-        let input = match parse_predict(&body) {
-            Ok(input) => input,
-            Err(error) => return json_error(&error),
+        let input: [u8; PIXELS] = match request.bytes().await.ok().and_then(|body| body.try_into().ok()) {
+            Some(input) => input,
+            None => return json_error(&ApiError::bad_request(format!("the model host takes {PIXELS} bytes"))),
         };
         let loaded = match self.model().await {
             Ok(loaded) => loaded,

@@ -1,6 +1,7 @@
 //! The edge: the MNIST model served by a Cloudflare Worker.
 //!
-//! The worker routes requests; one Durable Object (`ModelHost`, in `host.rs`) owns the model:
+//! The worker routes requests and reads and checks prediction requests (bounded); one
+//! Durable Object (`ModelHost`, in `host.rs`) owns the model:
 //! it reads `mnist/model.bin` from the R2 bucket bound as `MODELS` on its first request, keeps
 //! the lean model from `infer` in memory, and answers every classification after that. The
 //! weights are not compiled in, so uploading a new `model.bin` and calling

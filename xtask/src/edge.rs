@@ -311,8 +311,11 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
     );
     checks.expect("every digit matches native infer within 1e-5", same == DIGITS, &json!(same));
 
-    // Every error status.
+    // Every error status. The oversized body is refused from its Content-Length (16 MiB is
+    // the limit), before the worker reads it.
+    let oversized = " ".repeat(32 << 20);
     for (name, method, path, body, want) in [
+        ("body over the size limit", "POST", "/predict", Some(&*oversized), 413),
         ("unknown route", "GET", "/nope", None, 404),
         ("wrong method on /predict", "GET", "/predict", None, 405),
         ("wrong method on /health", "POST", "/health", Some("{}"), 405),

@@ -184,9 +184,9 @@ pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> any
     files.push(("infer_bg.wasm".into(), fs::read(&bindgen_wasm)?));
     // Each file also compressed once here, for the server to send as it is: compressing the
     // wasm per request held it to about a hundred responses a second.
-    let compressed = files.iter().flat_map(|(name, bytes)| {
-        [(format!("{name}.gz"), gzip(bytes)), (format!("{name}.br"), brotli(bytes))]
-    });
+    let compressed = files
+        .iter()
+        .flat_map(|(name, bytes)| [(format!("{name}.gz"), gzip(bytes)), (format!("{name}.br"), brotli(bytes))]);
     // Cloudflare compresses the worker's assets itself: the edge deploys the page alone.
     let edge_ignores = (".assetsignore".to_string(), format!("*.br\n*.gz\n{STAMP}\n.assetsignore\n").into_bytes());
     let written: Vec<_> = files.iter().cloned().chain(compressed).chain([edge_ignores]).collect();
