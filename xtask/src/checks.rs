@@ -1,6 +1,6 @@
 //! `check`: what the code is held to before anything runs: rustfmt, clippy with warnings as
-//! errors, and `infer` building without std, each feature on its own, for the browser and for
-//! a bare-metal microcontroller.
+//! errors, `infer` building without std, each feature on its own, for the browser and for
+//! a bare-metal microcontroller, and xtask's optional features (GPU training, the dashboard).
 
 use anyhow::bail;
 
@@ -51,6 +51,11 @@ pub fn check() -> anyhow::Result<()> {
     step(
         "infer (lean model and model.bin reader) builds for a microcontroller",
         cargo().args(["build", "-p", "infer", "--no-default-features", "--features", "record", "--target", BARE_METAL]),
+    )?;
+    // Off by default, so nothing else here would notice if they stopped compiling.
+    step(
+        "GPU training and the training dashboard (features wgpu, tui) build",
+        cargo().args(["clippy", "-p", "xtask", "--features", "wgpu,tui", "--", "-D", "warnings"]),
     )
 }
 
