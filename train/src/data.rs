@@ -115,27 +115,39 @@ pub struct Mnist {
 impl Mnist {
     /// Finds, verifies and parses MNIST (see the module docs for the lookup order).
     pub fn load(data_dir: Option<&Path>) -> Result<Mnist, DataError> {
-        let dir = match data_dir {
-            Some(dir) => dir.to_path_buf(),
-            None => match std::env::var_os(DATA_DIR_ENV) {
-                Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-                _ => cached_or_downloaded()?,
-            },
-        };
-        Self::load_from(&dir)
+        Self::load_from(&folder(data_dir, &[TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS])?)
+    }
+
+    /// The 10,000 test images alone, for scoring a model: the training files are neither read
+    /// nor downloaded.
+    pub fn load_test(data_dir: Option<&Path>) -> Result<Split, DataError> {
+        read_split(&folder(data_dir, &[TEST_IMAGES, TEST_LABELS])?, TEST_IMAGES, TEST_LABELS)
     }
 
     /// Reads the four files from `dir`, failing on the first missing or bad one.
     pub fn load_from(dir: &Path) -> Result<Mnist, DataError> {
-        let split = |images: IdxFile, labels: IdxFile| -> Result<Split, DataError> {
-            Ok(Split { images: read_verified(dir, images)?, labels: read_verified(dir, labels)? })
-        };
         Ok(Mnist {
-            train: split(TRAIN_IMAGES, TRAIN_LABELS)?,
-            test: split(TEST_IMAGES, TEST_LABELS)?,
+            train: read_split(dir, TRAIN_IMAGES, TRAIN_LABELS)?,
+            test: read_split(dir, TEST_IMAGES, TEST_LABELS)?,
             source: dir.to_path_buf(),
         })
     }
+}
+
+/// The folder to read `files` from: `data_dir`, else `$MNIST_DATA_DIR`, else the user cache
+/// with `files` downloaded into it where missing.
+fn folder(data_dir: Option<&Path>, files: &[IdxFile]) -> Result<PathBuf, DataError> {
+    Ok(match data_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => match std::env::var_os(DATA_DIR_ENV) {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => cached_or_downloaded(files)?,
+        },
+    })
+}
+
+fn read_split(dir: &Path, images: IdxFile, labels: IdxFile) -> Result<Split, DataError> {
+    Ok(Split { images: read_verified(dir, images)?, labels: read_verified(dir, labels)? })
 }
 
 /// The plain or `.gz` file for `file` in `dir`, whichever exists.
@@ -234,10 +246,10 @@ fn verify_hash(path: &Path, bytes: &[u8], file: IdxFile) -> Result<(), DataError
     Ok(())
 }
 
-/// The per-user cache folder, with every file present and verified, downloading what is not.
-fn cached_or_downloaded() -> Result<PathBuf, DataError> {
+/// The per-user cache folder, with `files` present and verified, downloading what is not.
+fn cached_or_downloaded(files: &[IdxFile]) -> Result<PathBuf, DataError> {
     let dir = dirs::cache_dir().ok_or(DataError::NoCache)?.join("mnist-pipeline").join("mnist");
-    for file in [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS] {
+    for &file in files {
         if locate(&dir, file).is_err() {
             download(&dir, file)?;
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use train::data::Mnist;
+use train::data::{Mnist, Split};
 use train::training::Backend;
 
 use crate::root;
@@ -44,6 +44,11 @@ pub struct DataArgs {
 impl DataArgs {
     pub fn load(&self) -> anyhow::Result<Mnist> {
         Ok(Mnist::load(self.data_dir.as_deref())?)
+    }
+
+    /// The test split alone: all that scoring a model needs.
+    pub fn load_test(&self) -> anyhow::Result<Split> {
+        Ok(Mnist::load_test(self.data_dir.as_deref())?)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use train::data::{Mnist, sha256_hex};
+use train::data::{Split, sha256_hex};
 use train::eval::Evaluation;
 
 use crate::args::{DataArgs, GATE, check_gate, committed_model};
@@ -27,7 +27,7 @@ pub struct EvalArgs {
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     // The model first: a wrong path or a broken file is reported before MNIST is read.
     let model = ModelFile::read(args.model.unwrap_or_else(committed_model))?;
-    model.gate(args.target, &args.data.load()?)
+    model.gate(args.target, &args.data.load_test()?)
 }
 
 /// A model file read and loaded, ready to be scored.
@@ -46,12 +46,12 @@ impl ModelFile {
     }
 
     /// Scores the model and fails under `target`.
-    pub fn gate(&self, target: f64, mnist: &Mnist) -> anyhow::Result<()> {
+    pub fn gate(&self, target: f64, test: &Split) -> anyhow::Result<()> {
         println!("model {} (sha256 {})", self.path.display(), self.sha256);
         if let Scorable::Lean(_) = self.model {
             println!("lean weights: scored with infer's lean model");
         }
-        let result = self.model.evaluate(mnist);
+        let result = self.model.evaluate(test);
         print_evaluation(&result);
         check_gate(result.accuracy, target)?;
         println!("gate passed: {:.4} >= {:.4}", result.accuracy, target);

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use train::artifacts::write_atomic;
-use train::data::{Mnist, Split, sha256_hex};
+use train::data::{Split, sha256_hex};
 use train::eval::{Evaluation, evaluate, evaluate_lean};
 
 use crate::args::DataArgs;
@@ -56,7 +56,8 @@ pub struct Scorer {
     path: PathBuf,
     record: Record,
     data: DataArgs,
-    mnist: Option<Mnist>,
+    /// The test images, read on the first score that is needed.
+    test: Option<Split>,
     rescore: bool,
     added: Vec<String>,
 }
@@ -79,7 +80,7 @@ impl Scorer {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Record::new(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        Ok(Self { path, record, data, mnist: None, rescore, added: Vec::new() })
+        Ok(Self { path, record, data, test: None, rescore, added: Vec::new() })
     }
 
     /// The test accuracy of `bytes` (a `model.bin` or lean weights), named `file` in messages.
@@ -89,11 +90,11 @@ impl Scorer {
             println!("{file}: test accuracy {:.2}%, as recorded in {}", 100.0 * score.accuracy(), self.path.display());
             return Ok(score.accuracy());
         }
-        if self.mnist.is_none() {
-            self.mnist = Some(self.data.load()?);
+        if self.test.is_none() {
+            self.test = Some(self.data.load_test()?);
         }
-        let mnist = self.mnist.as_ref().expect("loaded above");
-        let result = evaluate_bytes(bytes, mnist).with_context(|| format!("{file} is not a usable model"))?;
+        let test = self.test.as_ref().expect("loaded above");
+        let result = evaluate_bytes(bytes, test).with_context(|| format!("{file} is not a usable model"))?;
         let score = Score::of(file, &result);
         // The same bytes may be recorded under another name; only what they scored must agree.
         let disagrees = |recorded: &&Score| (recorded.correct, recorded.images) != (score.correct, score.images);
@@ -136,8 +137,8 @@ impl Scorer {
 
 /// Scores a weights file on the test split: lean weights (what a browser bundle embeds) with
 /// the lean model, anything else as a burn record with the burn model on its CPU backend.
-pub fn evaluate_bytes(bytes: &[u8], mnist: &Mnist) -> anyhow::Result<Evaluation> {
-    Ok(Scorable::from_bytes(bytes)?.evaluate(mnist))
+pub fn evaluate_bytes(bytes: &[u8], test: &Split) -> anyhow::Result<Evaluation> {
+    Ok(Scorable::from_bytes(bytes)?.evaluate(test))
 }
 
 /// A model file loaded for scoring: lean weights (with their header), or a burn record.
@@ -155,12 +156,9 @@ impl Scorable {
         })
     }
 
-    /// Scores on the 10,000 test images, through the code that deploys this kind of file.
-    pub fn evaluate(&self, mnist: &Mnist) -> Evaluation {
-        self.evaluate_split(&mnist.test)
-    }
-
-    pub fn evaluate_split(&self, split: &Split) -> Evaluation {
+    /// Scores on `split` (the test images, or validation), through the code that deploys this
+    /// kind of file.
+    pub fn evaluate(&self, split: &Split) -> Evaluation {
         match self {
             Scorable::Lean(model) => evaluate_lean(model, split),
             Scorable::Burn(model) => evaluate(model, split, &burn::tensor::Device::flex()),

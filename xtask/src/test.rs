@@ -27,7 +27,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     checks::check()?;
     let model = ModelFile::read(committed_model())?;
     let mnist = args.data.load()?;
-    model.gate(args.target, &mnist)?;
+    model.gate(args.target, &mnist.test)?;
     reproduce::reproduce(&reproduce::ReproduceArgs { data: args.data.clone() })?;
     // One test at a time: burn's flex backend seeds one process-wide generator, so a test that
     // initialises a model while another seeds and initialises its own changes that one's

@@ -113,9 +113,9 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     println!("trained in {:.0} s", trained.wall_seconds);
 
     // Score the exact bytes that would ship, through the deployment code path.
-    let valid = Scorable::from_bytes(&trained.model_bin)?.evaluate_split(&config.splits(&mnist).1);
+    let valid = Scorable::from_bytes(&trained.model_bin)?.evaluate(&config.splits(&mnist).1);
     println!("validation accuracy of the exported model {:.2}%", 100.0 * valid.accuracy);
-    let test = evaluate_bytes(&trained.model_bin, &mnist)?;
+    let test = evaluate_bytes(&trained.model_bin, &mnist.test)?;
     print_evaluation(&test);
     let mut metrics = Metrics {
         config: serde_json::from_str(&config.to_string())?,

@@ -34,24 +34,34 @@ fn eval_refuses_a_corrupt_model_file() {
     assert!(!message.contains("panicked"), "{message}");
 }
 
+/// From a folder that holds only the test files: scoring reads nothing else.
 #[test]
 fn eval_scores_lean_weights_and_refuses_broken_ones() {
-    let Some(data) = mnist_dir() else { return };
+    let Some(mnist) = mnist_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("test-split-only");
+    fs::create_dir(&data).unwrap();
+    for entry in fs::read_dir(&mnist).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("t10k-") {
+            fs::copy(&path, data.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let data = data.to_str().unwrap();
     let committed = fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../artifacts/model.bin")).unwrap();
     let model = infer::Model::from_bytes(&committed, &burn::tensor::Device::flex()).unwrap();
     let lean = infer::lean::Weights::from_model(&model).to_bytes(infer::lean::Precision::Int8);
 
     let good = dir.path().join("weights-int8.bin");
     fs::write(&good, &lean).unwrap();
-    let output = xtask(&["eval", "--data-dir", &data, "--model", good.to_str().unwrap()]);
+    let output = xtask(&["eval", "--data-dir", data, "--model", good.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout.contains("lean weights") && stdout.contains("gate passed"), "{stdout}");
 
     let truncated = dir.path().join("truncated.bin");
     fs::write(&truncated, &lean[..lean.len() - 100]).unwrap();
-    let output = xtask(&["eval", "--data-dir", &data, "--model", truncated.to_str().unwrap()]);
+    let output = xtask(&["eval", "--data-dir", data, "--model", truncated.to_str().unwrap()]);
     let message = stderr(&output);
     assert!(!output.status.success());
     assert!(message.contains("truncated.bin") && message.contains("int8 lean weights take"), "{message}");
@@ -63,7 +73,7 @@ fn eval_names_the_missing_data_file() {
     let output = xtask(&["eval", "--data-dir", empty.path().to_str().unwrap()]);
     assert!(!output.status.success());
     let message = stderr(&output);
-    assert!(message.contains("train-images-idx3-ubyte") && message.contains("not found"), "{message}");
+    assert!(message.contains("t10k-images-idx3-ubyte") && message.contains("not found"), "{message}");
 }
 
 #[test]
