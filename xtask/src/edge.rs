@@ -48,7 +48,7 @@ pub fn edge(command: EdgeCommand) -> anyhow::Result<()> {
         EdgeCommand::Build => build(),
         EdgeCommand::Dev { port } => dev(port),
         EdgeCommand::Deploy => deploy(),
-        EdgeCommand::Test { data } => end_to_end(&data.load()?),
+        EdgeCommand::Test { data } => end_to_end(&data.load_test()?),
     }
 }
 
@@ -252,9 +252,19 @@ pub fn call(
     Ok((status, json))
 }
 
+/// `(status, JSON body)` of a POST of `body` sent in chunks, with no Content-Length.
+fn call_chunked(agent: &ureq::Agent, url: &str, body: &[u8]) -> anyhow::Result<(u16, Value)> {
+    let request = ureq::http::Request::builder().method("POST").uri(url).header("content-type", "application/json");
+    let mut reader = body;
+    let mut response = agent.run(request.body(ureq::SendBody::from_reader(&mut reader))?)?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string()?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
 /// The CI check: the worker built and run locally, fed the committed model through local
 /// R2, held to native `infer` on the first 200 test digits, and pushed through every error.
-pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
+pub fn end_to_end(test: &train::data::Split) -> anyhow::Result<()> {
     const DIGITS: usize = 200;
     let token = format!("test-{}", std::process::id());
     build()?;
@@ -262,7 +272,7 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
     let agent = agent();
     let url = |path: &str| format!("{}{path}", worker.url);
     let predict = |body: &str| call(&agent, "POST", &url("/predict"), Some(body), None);
-    let pixels = |i: usize| json!({ "pixels": mnist.test.image(i) }).to_string();
+    let pixels = |i: usize| json!({ "pixels": test.image(i) }).to_string();
     let mut checks = Checks::default();
 
     // No model in R2 yet, then a corrupt one: both are 503s that say so.
@@ -290,7 +300,7 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
     let device = burn::tensor::Device::flex();
     let native = infer::Model::from_bytes(&model_bin, &device)?;
     let expected = native.probabilities(
-        mnist.test.images[..DIGITS * infer::PIXELS].iter().map(|&g| infer::normalise(g)).collect(),
+        test.images[..DIGITS * infer::PIXELS].iter().map(|&g| infer::normalise(g)).collect(),
         &device,
     );
     let (mut same, mut worst, mut loaded_at) = (0, 0.0f64, None);
@@ -311,11 +321,42 @@ pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
     );
     checks.expect("every digit matches native infer within 1e-5", same == DIGITS, &json!(same));
 
-    // Every error status. The oversized body is refused from its Content-Length (16 MiB is
-    // the limit), before the worker reads it.
-    let oversized = " ".repeat(32 << 20);
+    // Hostile sizes: a 100 MB body (refused from its Content-Length), a body one byte over the
+    // 16 MiB limit sent in chunks with no length (refused once that byte arrives; one sent
+    // further would have its connection reset under it, as the worker answers early), a
+    // malformed chunked body, and the largest canvas accepted (1024x1024, the longest JSON:
+    // white paper, with a stroke). None may disturb the model the Durable Object holds.
+    let oversized = " ".repeat(100_000_000);
+    let just_over = " ".repeat((16 << 20) + 4096 + 1);
+    let side = 1024;
+    let canvas_pixel = |x: usize| if (500..520).contains(&x) { "0,0,0,255" } else { "255,255,255,255" };
+    let canvas: Vec<&str> = (0..side * side).map(|i| canvas_pixel(i % side)).collect();
+    let canvas = format!(r#"{{"rgba": [{}], "width": {side}, "height": {side}}}"#, canvas.join(","));
+    for (name, body, chunked, want) in [
+        ("100 MB body", oversized.as_str(), false, 413),
+        ("a body over the limit in chunks", just_over.as_str(), true, 413),
+        ("malformed chunked body", "{\"pixels\": [0, 0,", true, 400),
+        ("largest canvas", canvas.as_str(), false, 200),
+    ] {
+        let started = Instant::now();
+        let (status, answer) = if chunked {
+            call_chunked(&agent, &url("/predict"), body.as_bytes())?
+        } else {
+            call(&agent, "POST", &url("/predict"), Some(body), None)?
+        };
+        println!("edge: {name} ({} bytes): {status} in {:.0} ms", body.len(), started.elapsed().as_secs_f64() * 1e3);
+        let says = if want == 200 { answer["digit"].is_number() } else { answer["error"].is_string() };
+        checks.expect(name, status == want && says, &json!({ "status": status, "body": answer }));
+    }
+    let (status, body) = predict(&pixels(0))?;
+    checks.expect(
+        "the model is still the one loaded first",
+        status == 200 && body["model"]["loads"] == json!(1) && Some(&body["model"]["loaded_at"]) == loaded_at.as_ref(),
+        &body,
+    );
+
+    // Every error status.
     for (name, method, path, body, want) in [
-        ("body over the size limit", "POST", "/predict", Some(&*oversized), 413),
         ("unknown route", "GET", "/nope", None, 404),
         ("wrong method on /predict", "GET", "/predict", None, 405),
         ("wrong method on /health", "POST", "/health", Some("{}"), 405),

@@ -48,6 +48,6 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
             scorer.added().join(", ")
         );
     }
-    web::end_to_end(&mnist)?;
-    edge::end_to_end(&mnist)
+    web::end_to_end(&mnist.test)?;
+    edge::end_to_end(&mnist.test)
 }

@@ -330,9 +330,9 @@ fn print_sizes(bundle: &Bundle) {
 
 /// Serves the bundle on a free loopback port and runs `web/tests/e2e.test.mjs` against it
 /// with the first 20 test digits.
-pub fn end_to_end(mnist: &train::data::Mnist) -> anyhow::Result<()> {
+pub fn end_to_end(test: &train::data::Split) -> anyhow::Result<()> {
     let digits: Vec<serde_json::Value> =
-        (0..20).map(|i| serde_json::json!({ "label": mnist.test.labels[i], "pixels": mnist.test.image(i) })).collect();
+        (0..20).map(|i| serde_json::json!({ "label": test.labels[i], "pixels": test.image(i) })).collect();
     let fixture = tempfile::NamedTempFile::new()?;
     fs::write(fixture.path(), serde_json::to_vec(&digits)?)?;
     npm_packages(root())?;
