@@ -299,10 +299,8 @@ pub fn end_to_end(test: &train::data::Split) -> anyhow::Result<()> {
     let sha256 = train::data::sha256_hex(&model_bin);
     let device = burn::tensor::Device::flex();
     let native = infer::Model::from_bytes(&model_bin, &device)?;
-    let expected = native.probabilities(
-        test.images[..DIGITS * infer::PIXELS].iter().map(|&g| infer::normalise(g)).collect(),
-        &device,
-    );
+    let expected = native
+        .probabilities(test.images[..DIGITS * infer::PIXELS].iter().map(|&g| infer::normalise(g)).collect(), &device);
     let (mut same, mut worst, mut loaded_at) = (0, 0.0f64, None);
     for (i, expected) in expected.iter().enumerate() {
         let (status, body) = predict(&pixels(i))?;

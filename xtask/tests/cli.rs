@@ -234,7 +234,18 @@ fn serve_answers_like_a_static_file_server_and_stops_cleanly() {
     assert_eq!((status, header(&headers, "content-encoding")), (200, Some("br")));
     assert_eq!(body, b"precompressed brotli", "the .br sibling is sent as it is");
     assert!(header(&headers, "content-type").unwrap().starts_with("text/javascript"));
-    for climb in ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/%2E%2E%2Fsecret.txt"] {
+    let climbs = [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/..%2fsecret.txt",
+        "/%2E%2E%2Fsecret.txt",
+        "/%252e%252e/secret.txt",
+        "/..%5csecret.txt",
+        "/..\\secret.txt",
+        "/index.html%00",
+        "/%00/../secret.txt",
+    ];
+    for climb in climbs {
         let (status, _) = server.get(climb, false);
         assert!(status == 404 || status == 400, "{climb} answered {status}");
     }
