@@ -94,7 +94,8 @@ impl Scorer {
             self.test = Some(self.data.load_test()?);
         }
         let test = self.test.as_ref().expect("loaded above");
-        let result = evaluate_bytes(bytes, test).with_context(|| format!("{file} is not a usable model"))?;
+        let model = Scorable::from_bytes(bytes).with_context(|| format!("{file} is not a usable model"))?;
+        let result = model.evaluate(test);
         let score = Score::of(file, &result);
         // The same bytes may be recorded under another name; only what they scored must agree.
         let disagrees = |recorded: &&Score| (recorded.correct, recorded.images) != (score.correct, score.images);
@@ -135,13 +136,9 @@ impl Scorer {
     }
 }
 
-/// Scores a weights file on the test split: lean weights (what a browser bundle embeds) with
-/// the lean model, anything else as a burn record with the burn model on its CPU backend.
-pub fn evaluate_bytes(bytes: &[u8], test: &Split) -> anyhow::Result<Evaluation> {
-    Ok(Scorable::from_bytes(bytes)?.evaluate(test))
-}
-
-/// A model file loaded for scoring: lean weights (with their header), or a burn record.
+/// A model file loaded for scoring: lean weights (what a browser bundle embeds, recognised by
+/// their header) with the lean model, anything else as a burn record with the burn model on
+/// its CPU backend.
 pub enum Scorable {
     Lean(Box<infer::lean::LeanModel>),
     Burn(Box<infer::Model>),

@@ -16,7 +16,7 @@ use train::training::{self, Backend, RunOptions, TrainingConfig};
 use crate::args::{BackendArg, DataArgs, GATE};
 use crate::eval::print_evaluation;
 use crate::root;
-use crate::scores::{self, Scorable, evaluate_bytes};
+use crate::scores::{self, Scorable};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -113,9 +113,10 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     println!("trained in {:.0} s", trained.wall_seconds);
 
     // Score the exact bytes that would ship, through the deployment code path.
-    let valid = Scorable::from_bytes(&trained.model_bin)?.evaluate(&config.splits(&mnist).1);
+    let exported = Scorable::from_bytes(&trained.model_bin)?;
+    let valid = exported.evaluate(&config.splits(&mnist).1);
     println!("validation accuracy of the exported model {:.2}%", 100.0 * valid.accuracy);
-    let test = evaluate_bytes(&trained.model_bin, &mnist.test)?;
+    let test = exported.evaluate(&mnist.test);
     print_evaluation(&test);
     let mut metrics = Metrics {
         config: serde_json::from_str(&config.to_string())?,
