@@ -1,10 +1,10 @@
 //! Training of the digit classifier defined in `infer`.
 //!
 //! Owns the MNIST files (find, download, verify, parse), augmentation, batching, the fused
-//! ops a training step runs on flex, the burn-train run, evaluation through `infer`, and the artifacts a run writes: `model.bin`,
-//! `metrics.json` and the plots. The `xtask` binary is the command line over this crate.
+//! ops a training step runs on flex, the burn-train run, evaluation through `infer`, and what
+//! a run reports (`metrics.json` and the plots). The `xtask` binary is the command line over
+//! this crate, and writes what it returns.
 
-pub mod artifacts;
 pub mod augment;
 pub mod data;
 pub mod ema;

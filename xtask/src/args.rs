@@ -3,9 +3,13 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+#[cfg(feature = "ml")]
+use clap::ValueEnum;
 
+#[cfg(feature = "ml")]
 use train::data::{Mnist, Split};
+#[cfg(feature = "ml")]
 use train::training::Backend;
 
 use crate::root;
@@ -41,6 +45,7 @@ pub struct DataArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+#[cfg(feature = "ml")]
 impl DataArgs {
     pub fn load(&self) -> anyhow::Result<Mnist> {
         Ok(Mnist::load(self.data_dir.as_deref())?)
@@ -58,11 +63,13 @@ pub fn committed_model() -> PathBuf {
 }
 
 /// The committed model's metrics (its recipe, provenance and scores).
+#[cfg(feature = "ml")]
 pub fn committed_metrics() -> PathBuf {
     root().join("artifacts/metrics.json")
 }
 
 /// Where training computes.
+#[cfg(feature = "ml")]
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendArg {
     /// burn's flex CPU backend, with this project's fused ops.
@@ -73,6 +80,7 @@ pub enum BackendArg {
     Wgpu,
 }
 
+#[cfg(feature = "ml")]
 impl From<BackendArg> for Backend {
     fn from(arg: BackendArg) -> Backend {
         match arg {

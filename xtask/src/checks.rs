@@ -1,6 +1,7 @@
 //! `check`: what the code is held to before anything runs: rustfmt, clippy with warnings as
 //! errors, `infer` building without std, each feature on its own, for the browser and for
-//! a bare-metal microcontroller, and xtask's optional features (GPU training, the dashboard).
+//! a bare-metal microcontroller, and xtask both without burn (as `cargo xtask` builds it) and
+//! with its optional features (GPU training, the dashboard).
 
 use anyhow::bail;
 
@@ -19,7 +20,15 @@ pub fn check() -> anyhow::Result<()> {
     rust_component("rustfmt", "fmt")?;
     rust_component("clippy", "clippy")?;
     step("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
-    step("cargo clippy -D warnings", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step(
+        "cargo clippy -D warnings",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--features", "xtask/ml", "--", "-D", "warnings"]),
+    )?;
+    // What `cargo xtask` itself builds: xtask without burn.
+    step(
+        "xtask without its ml feature builds",
+        cargo().args(["clippy", "-p", "xtask", "--all-targets", "--", "-D", "warnings"]),
+    )?;
     // clippy, so each combination is held to the lints as well as to compiling.
     for features in INFER_FEATURES {
         let name = if features.is_empty() { "no features" } else { features };

@@ -2,23 +2,39 @@
 //!
 //! Each command is a thin layer over the crate that owns the work (`train`, `infer`); this
 //! binary parses arguments, resolves paths against the repository root and sets up threads.
+//! Built without its `ml` feature (as `cargo xtask` builds it), it holds no burn: the page,
+//! the server, the worker and the checks run here, and every other command runs in the build
+//! with it (`full_build`).
 
 mod args;
-mod bench;
+mod artifacts;
 mod checks;
 mod edge;
-mod eval;
-mod predict;
-mod reproduce;
 mod scores;
 mod serve;
 mod server;
 mod setup;
-mod test;
 mod tools;
-mod training;
 mod web;
 
+#[cfg(not(feature = "ml"))]
+mod full_build;
+
+#[cfg(feature = "ml")]
+mod bench;
+#[cfg(feature = "ml")]
+mod eval;
+#[cfg(feature = "ml")]
+mod predict;
+#[cfg(feature = "ml")]
+mod reproduce;
+#[cfg(feature = "ml")]
+mod test;
+#[cfg(feature = "ml")]
+mod training;
+
+#[cfg(not(feature = "ml"))]
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -27,10 +43,13 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "MNIST pipeline: train, evaluate, ship to the browser, benchmark")]
+#[cfg_attr(not(feature = "ml"), command(after_help = full_build::COMMANDS))]
 struct Cli {
     /// Worker threads for the CPU backends (default: all cores). Part of what makes a run
     /// reproducible: the same seed and thread count give the same model bytes.
     #[arg(long, global = true, value_parser = args::at_least_one)]
+    // Checked here too, though only the full build's commands use it.
+    #[cfg_attr(not(feature = "ml"), allow(dead_code))]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
@@ -38,12 +57,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[cfg(feature = "ml")]
     /// Train on augmented MNIST, gate on test accuracy, write artifacts/.
     Train(training::TrainArgs),
+    #[cfg(feature = "ml")]
     /// Train the committed recipe from scratch and check it gives the committed model.
     Reproduce(reproduce::ReproduceArgs),
+    #[cfg(feature = "ml")]
     /// Score a model file on all 10,000 test images.
     Eval(eval::EvalArgs),
+    #[cfg(feature = "ml")]
     /// Measure training and inference throughput per backend (and PyTorch's, if installed).
     BenchTrain(bench::BenchArgs),
     /// Install the tools the browser build and its test use (npm packages, wasm-bindgen-cli).
@@ -61,37 +84,61 @@ enum Command {
     Edge(edge::EdgeCommand),
     /// Cold and warm request latency of the worker run locally.
     BenchEdge(edge::BenchEdgeArgs),
+    #[cfg(feature = "ml")]
     /// Classify PNG/JPEG files with the committed model.
     Predict(predict::PredictArgs),
+    #[cfg(feature = "ml")]
     /// What CI runs: `check`, the committed model against the gate and re-derived from scratch,
     /// every workspace test, the page end to end in headless Chromium, the edge worker end to end.
     Test(test::TestArgs),
+    /// Any other command: one of the full build's.
+    #[cfg(not(feature = "ml"))]
+    #[command(external_subcommand)]
+    FullBuild(
+        #[expect(dead_code, reason = "the whole command line is handed over, options before it included")]
+        Vec<OsString>,
+    ),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
-        eprintln!("error: cannot start {threads} threads: {e}");
-        return ExitCode::FAILURE;
-    }
+    #[cfg(feature = "ml")]
+    let threads = {
+        let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
+            eprintln!("error: cannot start {threads} threads: {e}");
+            return ExitCode::FAILURE;
+        }
+        threads
+    };
     let result = match cli.command {
+        #[cfg(feature = "ml")]
         Command::Train(args) => training::train(args, threads),
+        #[cfg(feature = "ml")]
         Command::Reproduce(args) => reproduce::reproduce(&args),
+        #[cfg(feature = "ml")]
         Command::Eval(args) => eval::eval(args),
+        #[cfg(feature = "ml")]
         Command::BenchTrain(args) => bench::run(args, threads),
         Command::Setup => setup::setup(),
         Command::Check => checks::check(),
         Command::BuildWeb(args) => web::build_web(&args),
         Command::Serve(args) => serve::serve(args),
         Command::BenchWeb(args) => web::bench_web(&args),
+        #[cfg(feature = "ml")]
         Command::Predict(args) => predict::predict(args),
         Command::Edge(command) => edge::edge(command),
         Command::BenchEdge(args) => edge::bench_edge(args),
+        #[cfg(feature = "ml")]
         Command::Test(args) => test::test(args),
+        #[cfg(not(feature = "ml"))]
+        Command::FullBuild(_) => Err(full_build::Needed.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Only this build asks for the other, so the handover happens at most once.
+        #[cfg(not(feature = "ml"))]
+        Err(e) if e.is::<full_build::Needed>() => full_build::run(),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -99,8 +146,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The repository root, so commands behave the same from any working directory.
-/// The repository root, found once when the command starts.
+/// The repository root, found once when the command starts, so commands behave the same from
+/// any working directory.
 pub fn root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
@@ -135,5 +182,6 @@ pub fn target_dir() -> PathBuf {
 
 // glibc hands every large freed activation back to the kernel and faults it in again on the
 // next step; mimalloc keeps them, which makes a training step about 15% faster here.
+#[cfg(feature = "ml")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

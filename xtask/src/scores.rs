@@ -4,20 +4,24 @@
 //! `artifacts/scores.json` maps the SHA-256 of each `model.bin` or lean weights file that was
 //! scored on the 10,000 test images to what it scored. Bytes found there are not scored again;
 //! any others are, and join the record. Under CI (`CI` set) everything is scored afresh and a
-//! recorded score that differs is an error, so the record cannot drift from the bytes.
+//! recorded score that differs is an error, so the record cannot drift from the bytes. Scoring
+//! runs the model, so the build without burn hands it to the full build (`full_build`).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use train::artifacts::write_atomic;
-use train::data::{Split, sha256_hex};
+#[cfg(feature = "ml")]
+use train::data::Split;
+#[cfg(feature = "ml")]
 use train::eval::{Evaluation, evaluate, evaluate_lean};
 
 use crate::args::DataArgs;
+use crate::artifacts::write_atomic;
 use crate::root;
 
 /// The record's file name, in `artifacts/` beside `model.bin`.
@@ -33,6 +37,7 @@ pub struct Score {
 }
 
 impl Score {
+    #[cfg(feature = "ml")]
     fn of(file: &str, result: &Evaluation) -> Self {
         Score { file: file.into(), correct: result.correct, images: result.images }
     }
@@ -46,6 +51,7 @@ impl Score {
 pub type Record = BTreeMap<String, Score>;
 
 /// The record holding just `bytes`' score, as `train` writes it beside a new `model.bin`.
+#[cfg(feature = "ml")]
 pub fn record_of(file: &str, bytes: &[u8], result: &Evaluation) -> Record {
     Record::from([(sha256_hex(bytes), Score::of(file, result))])
 }
@@ -55,8 +61,10 @@ pub fn record_of(file: &str, bytes: &[u8], result: &Evaluation) -> Record {
 pub struct Scorer {
     path: PathBuf,
     record: Record,
+    #[cfg_attr(not(feature = "ml"), expect(dead_code, reason = "only the full build scores"))]
     data: DataArgs,
     /// The test images, read on the first score that is needed.
+    #[cfg(feature = "ml")]
     test: Option<Split>,
     rescore: bool,
     added: Vec<String>,
@@ -69,6 +77,7 @@ impl Scorer {
     }
 
     /// A scorer that scores every file afresh and checks the record against it.
+    #[cfg(feature = "ml")]
     pub fn rescoring(data: DataArgs) -> anyhow::Result<Self> {
         Self::over(root().join("artifacts").join(FILE), data, true)
     }
@@ -80,7 +89,15 @@ impl Scorer {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Record::new(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        Ok(Self { path, record, data, test: None, rescore, added: Vec::new() })
+        Ok(Self {
+            path,
+            record,
+            data,
+            #[cfg(feature = "ml")]
+            test: None,
+            rescore,
+            added: Vec::new(),
+        })
     }
 
     /// The test accuracy of `bytes` (a `model.bin` or lean weights), named `file` in messages.
@@ -90,13 +107,7 @@ impl Scorer {
             println!("{file}: test accuracy {:.2}%, as recorded in {}", 100.0 * score.accuracy(), self.path.display());
             return Ok(score.accuracy());
         }
-        if self.test.is_none() {
-            self.test = Some(self.data.load_test()?);
-        }
-        let test = self.test.as_ref().expect("loaded above");
-        let model = Scorable::from_bytes(bytes).with_context(|| format!("{file} is not a usable model"))?;
-        let result = model.evaluate(test);
-        let score = Score::of(file, &result);
+        let score = self.score(file, bytes)?;
         // The same bytes may be recorded under another name; only what they scored must agree.
         let disagrees = |recorded: &&Score| (recorded.correct, recorded.images) != (score.correct, score.images);
         if let Some(recorded) = self.record.get(&sha256).filter(disagrees) {
@@ -110,13 +121,31 @@ impl Scorer {
             );
         }
         println!("{file}: test accuracy {:.2}%", 100.0 * score.accuracy());
+        let accuracy = score.accuracy();
         if self.record.insert(sha256, score).is_none() {
             self.added.push(file.into());
         }
-        Ok(result.accuracy)
+        Ok(accuracy)
+    }
+
+    /// `bytes` scored on the test images, through the code that deploys them.
+    #[cfg(feature = "ml")]
+    fn score(&mut self, file: &str, bytes: &[u8]) -> anyhow::Result<Score> {
+        let model = Scorable::from_bytes(bytes).with_context(|| format!("{file} is not a usable model"))?;
+        let test = match &mut self.test {
+            Some(test) => test,
+            none => none.insert(self.data.load_test()?),
+        };
+        Ok(Score::of(file, &model.evaluate(test)))
+    }
+
+    #[cfg(not(feature = "ml"))]
+    fn score(&mut self, _file: &str, _bytes: &[u8]) -> anyhow::Result<Score> {
+        Err(crate::full_build::Needed.into())
     }
 
     /// The files scored here that the record did not hold.
+    #[cfg(feature = "ml")]
     pub fn added(&self) -> &[String] {
         &self.added
     }
@@ -131,19 +160,27 @@ impl Scorer {
     }
 
     /// The record's path.
-    pub fn path(&self) -> &Path {
+    #[cfg(feature = "ml")]
+    pub fn path(&self) -> &std::path::Path {
         &self.path
     }
+}
+
+/// Lower-case hex SHA-256 of `bytes`: the record's key.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// A model file loaded for scoring: lean weights (what a browser bundle embeds, recognised by
 /// their header) with the lean model, anything else as a burn record with the burn model on
 /// its CPU backend.
+#[cfg(feature = "ml")]
 pub enum Scorable {
     Lean(Box<infer::lean::LeanModel>),
     Burn(Box<infer::Model>),
 }
 
+#[cfg(feature = "ml")]
 impl Scorable {
     pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
         Ok(if infer::lean::Weights::recognises(bytes) {
@@ -165,6 +202,8 @@ impl Scorable {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn scorer(dir: &Path, rescore: bool) -> Scorer {
@@ -174,13 +213,13 @@ mod tests {
     #[test]
     fn recorded_bytes_are_not_scored_again() {
         let dir = tempfile::tempdir().unwrap();
-        let result = Evaluation { images: 10, correct: 9, accuracy: 0.9, loss: 0.0, confusion: [[0; 10]; 10] };
-        let record = record_of("model.bin", b"weights", &result);
+        let score = Score { file: "model.bin".into(), correct: 9, images: 10 };
+        let record = Record::from([(sha256_hex(b"weights"), score)]);
         fs::write(dir.path().join(FILE), serde_json::to_vec(&record).unwrap()).unwrap();
         // The data folder does not exist, so any attempt to score would fail.
         assert_eq!(scorer(dir.path(), false).accuracy("model.bin", b"weights").unwrap(), 0.9);
         let unrecorded = scorer(dir.path(), false).accuracy("model.bin", b"other weights");
-        assert!(unrecorded.is_err(), "bytes not in the record are scored, which needs MNIST");
+        assert!(unrecorded.is_err(), "bytes not in the record are scored, which needs MNIST (and burn)");
         let rescored = scorer(dir.path(), true).accuracy("model.bin", b"weights");
         assert!(rescored.is_err(), "a rescoring scorer ignores the record");
     }

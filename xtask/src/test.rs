@@ -32,7 +32,9 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     // One test at a time: burn's flex backend seeds one process-wide generator, so a test that
     // initialises a model while another seeds and initialises its own changes that one's
     // weights, and the byte-for-byte comparisons of the training tests then fail at random.
-    let status = cargo().args(["test", "--release", "--workspace", "--", "--test-threads=1"]).status()?;
+    let status = cargo()
+        .args(["test", "--release", "--workspace", "--features", "xtask/ml", "--", "--test-threads=1"])
+        .status()?;
     if !status.success() {
         bail!("cargo test failed ({status})");
     }

@@ -6,7 +6,6 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use train::artifacts;
 use train::augment::AugmentConfig;
 use train::data::{self, sha256_hex};
 use train::provenance::Provenance;
@@ -14,6 +13,7 @@ use train::report::{self, Metrics};
 use train::training::{self, Backend, RunOptions, TrainingConfig};
 
 use crate::args::{BackendArg, DataArgs, GATE};
+use crate::artifacts;
 use crate::eval::print_evaluation;
 use crate::root;
 use crate::scores::{self, Scorable};

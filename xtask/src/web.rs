@@ -15,11 +15,10 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use flate2::{Compression, write::GzEncoder};
 
-use train::artifacts;
-
 use infer::lean::{Precision, Weights};
 
 use crate::args::{DataArgs, GATE, check_gate, committed_model};
+use crate::artifacts;
 use crate::root;
 use crate::scores::Scorer;
 use crate::server::Background;
@@ -132,9 +131,10 @@ pub struct Bundle {
 pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> anyhow::Result<Bundle> {
     let model_path = committed_model();
     let model_bin = fs::read(&model_path).with_context(|| format!("cannot read {}", model_path.display()))?;
-    let device = burn::tensor::Device::flex();
-    let model = infer::Model::from_bytes(&model_bin, &device)
-        .with_context(|| format!("{} is not a usable model", model_path.display()))?;
+    // Read as the lean model and the worker read it (no burn needed), which checks every
+    // tensor's shape and that it holds no NaN or infinity.
+    let weights =
+        Weights::from_record(&model_bin).with_context(|| format!("{} is not a usable model", model_path.display()))?;
     let reference = if args.needs_scores() { Some(scorer.accuracy("model.bin", &model_bin)?) } else { None };
     if let (false, Some(accuracy)) = (args.no_gate, reference) {
         check_gate(accuracy, args.target)?;
@@ -142,7 +142,7 @@ pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> any
 
     let (weights_path, weights, label) = match args.backend {
         WebBackend::Lean => {
-            let (precision, bytes) = lean_weights(&model, args, scorer, reference)?;
+            let (precision, bytes) = lean_weights(&weights, args, scorer, reference)?;
             let path = crate::target_dir().join(format!("web/weights-{}.bin", precision.name()));
             artifacts::write_atomic(&path, &bytes)?;
             println!("lean weights: {} (`cargo xtask eval --model {}` scores them)", path.display(), path.display());
@@ -204,12 +204,11 @@ pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> any
 /// the test accuracy within [`MAX_ACCURACY_LOSS_POINTS`] of the burn model's. Weights scored
 /// here are the exact bytes the bundle embeds.
 fn lean_weights(
-    model: &infer::Model,
+    weights: &Weights,
     args: &BuildWebArgs,
     scorer: &mut Scorer,
     reference: Option<f64>,
 ) -> anyhow::Result<(Precision, Vec<u8>)> {
-    let weights = Weights::from_model(model);
     let candidates: &[Precision] = match args.weights {
         WeightsChoice::Auto => &[Precision::Int8, Precision::F16, Precision::F32],
         WeightsChoice::F32 => &[Precision::F32],
@@ -330,6 +329,7 @@ fn print_sizes(bundle: &Bundle) {
 
 /// Serves the bundle on a free loopback port and runs `web/tests/e2e.test.mjs` against it
 /// with the first 20 test digits.
+#[cfg(feature = "ml")]
 pub fn end_to_end(test: &train::data::Split) -> anyhow::Result<()> {
     let digits: Vec<serde_json::Value> =
         (0..20).map(|i| serde_json::json!({ "label": test.labels[i], "pixels": test.image(i) })).collect();
@@ -447,6 +447,7 @@ pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `work` with the URL of the bundle served on a free loopback port.
+#[cfg(feature = "ml")]
 fn with_server(work: impl FnOnce(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let server = Background::start(bundle_dir())?;
     work(&server.url)
