@@ -80,7 +80,7 @@ pub fn setup() -> anyhow::Result<()> {
 
 /// worker-build matching the `worker` crate in Cargo.lock.
 fn worker_build() -> anyhow::Result<PathBuf> {
-    pinned_tool("worker-build", "worker-build", &locked_version("worker")?)
+    pinned_tool("worker-build", "worker-build", &locked_version("worker")?, &[])
 }
 
 /// Builds `edge/build/` and makes sure the page it serves (`artifacts/web/`) is current.

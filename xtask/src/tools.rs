@@ -56,14 +56,20 @@ pub fn rust_target(target: &str) -> anyhow::Result<()> {
     }
 }
 
-/// The wasm-bindgen CLI matching the library in Cargo.lock.
+/// The wasm-bindgen CLI matching the library in Cargo.lock, without the TLS that only its
+/// test runner's downloads use.
 pub fn wasm_bindgen() -> anyhow::Result<PathBuf> {
-    pinned_tool("wasm-bindgen-cli", "wasm-bindgen", &locked_version("wasm-bindgen")?)
+    pinned_tool("wasm-bindgen-cli", "wasm-bindgen", &locked_version("wasm-bindgen")?, &["--no-default-features"])
 }
 
 /// A tool installed with `cargo install` at exactly `version`: `bin` from PATH or
-/// `target/tools/bin` when it reports that version, else installed there now.
-pub fn pinned_tool(package: &str, bin: &str, version: &str) -> anyhow::Result<PathBuf> {
+/// `target/tools/bin` when it reports that version, else installed there now (`bin` alone,
+/// with `options` added).
+///
+/// Installed unoptimised: each run takes milliseconds either way, and the optimised build of
+/// wasm-bindgen took 2.5 minutes of a fresh clone's first `serve` on 2 cores (45 s unoptimised,
+/// its output byte for byte the same).
+pub fn pinned_tool(package: &str, bin: &str, version: &str, options: &[&str]) -> anyhow::Result<PathBuf> {
     let local = crate::target_dir().join("tools/bin").join(bin);
     for candidate in [PathBuf::from(bin), local.clone()] {
         if let Ok(out) = Command::new(&candidate).arg("--version").output()
@@ -75,7 +81,11 @@ pub fn pinned_tool(package: &str, bin: &str, version: &str) -> anyhow::Result<Pa
     println!("installing {package} {version} into target/tools (once)");
     // Not `--locked`: wasm-bindgen-cli's published lock file pins a crate version the
     // registry no longer serves.
-    run(cargo().args(["install", package, "--version", version, "--root"]).arg(crate::target_dir().join("tools")))?;
+    run(cargo()
+        .args(["install", package, "--version", version, "--debug", "--bin", bin])
+        .args(options)
+        .arg("--root")
+        .arg(crate::target_dir().join("tools")))?;
     Ok(local)
 }
 
