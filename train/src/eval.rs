@@ -118,6 +118,38 @@ mod tests {
     }
 
     #[test]
+    fn a_clean_canvas_gives_the_28x28_it_gave_before_paper_was_found_locally() {
+        let Some(mnist) = crate::testing::mnist() else { return };
+        let mut worst = 0;
+        for index in 0..200 {
+            let (rgba, width, height) = on_canvas(&mnist.test, index);
+            // How the canvas's ink was measured before: darkness against pure white, times
+            // opacity.
+            let before: Vec<f32> = rgba
+                .chunks_exact(4)
+                .map(|p| {
+                    let luminance = (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0;
+                    p[3] as f32 / 255.0 * (1.0 - luminance)
+                })
+                .collect();
+            // No inked pixel stands alone, so ignoring specks cannot move the bounding box.
+            let inked = |x: usize, y: usize| before[y * width + x] > 0.1;
+            let alone = (0..width * height).map(|i| (i % width, i / width)).any(|(x, y)| {
+                let neighbours = (y.saturating_sub(1)..(y + 2).min(height))
+                    .flat_map(|ny| (x.saturating_sub(1)..(x + 2).min(width)).map(move |nx| (nx, ny)));
+                inked(x, y) && !neighbours.filter(|&n| n != (x, y)).any(|(nx, ny)| inked(nx, ny))
+            });
+            assert!(!alone, "digit {index}: an inked pixel with no inked neighbour");
+            let was = to_mnist(&before, width, height).unwrap();
+            let now = to_mnist(&ink_from_rgba(&rgba, width, height).unwrap(), width, height).unwrap();
+            let difference = was.iter().zip(&now).map(|(&a, &b)| a.abs_diff(b)).max().unwrap();
+            assert!(difference <= 2, "digit {index}: a pixel changed by {difference} grey levels");
+            worst = worst.max(difference);
+        }
+        eprintln!("largest change of a pixel over 200 canvases: {worst} grey levels");
+    }
+
+    #[test]
     fn the_lean_model_matches_burn_on_every_test_image() {
         let Some(mnist) = crate::testing::mnist() else { return };
         let (model, device) = committed_model();

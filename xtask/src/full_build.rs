@@ -32,6 +32,7 @@ Commands of the full build (with burn; built on first use, `cargo xtask <command
   eval         Score a model file on all 10,000 test images
   bench-train  Measure training and inference throughput per backend
   predict      Classify PNG/JPEG files with the committed model
+  bench-photos Accuracy on MNIST test digits rendered as photos and scans
   test         What CI runs";
 
 /// Runs this very command line in the full build and exits as it does.

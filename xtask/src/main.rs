@@ -25,6 +25,8 @@ mod bench;
 #[cfg(feature = "ml")]
 mod eval;
 #[cfg(feature = "ml")]
+mod photos;
+#[cfg(feature = "ml")]
 mod predict;
 #[cfg(feature = "ml")]
 mod reproduce;
@@ -88,6 +90,9 @@ enum Command {
     /// Classify PNG/JPEG files with the committed model.
     Predict(predict::PredictArgs),
     #[cfg(feature = "ml")]
+    /// Accuracy on MNIST test digits rendered as photos and scans, per kind of degradation.
+    BenchPhotos(photos::BenchPhotosArgs),
+    #[cfg(feature = "ml")]
     /// What CI runs: `check`, the committed model against the gate and re-derived from scratch,
     /// every workspace test, the page end to end in headless Chromium, the edge worker end to end.
     Test(test::TestArgs),
@@ -127,6 +132,8 @@ fn main() -> ExitCode {
         Command::BenchWeb(args) => web::bench_web(&args),
         #[cfg(feature = "ml")]
         Command::Predict(args) => predict::predict(args),
+        #[cfg(feature = "ml")]
+        Command::BenchPhotos(args) => photos::bench_photos(args),
         Command::Edge(command) => edge::edge(command),
         Command::BenchEdge(args) => edge::bench_edge(args),
         #[cfg(feature = "ml")]

@@ -268,6 +268,35 @@ fn predict_names_a_file_that_is_not_an_image() {
     assert!(stderr(&output).contains("notes.png"), "{}", stderr(&output));
 }
 
+/// Photos and scans of test digits, and blank and faint photos, through `predict`'s path: no
+/// kind of degradation may cost more than 3 points against the same digits clean, and every
+/// blank or faint photo is refused. The images the model saw for some of them are written.
+#[test]
+fn photos_on_grey_unevenly_lit_paper_read_as_well_as_clean_ones() {
+    let Some(data) = mnist_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("photos");
+    let args = ["bench-photos", "--digits", "100", "--max-drop", "3", "--data-dir", &data];
+    let output = xtask(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}{}", stderr(&output));
+    assert!(printed.contains("100 of 100 refused"), "{printed}");
+
+    let photo = out.join("photo/00000-7.jpg");
+    let shown = dir.path().join("seen");
+    fs::create_dir(&shown).unwrap();
+    let output = xtask(&["predict", "--show", shown.to_str().unwrap(), photo.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("00000-7.jpg: 7"));
+    let seen = fs::read(shown.join("00000-7.jpg.28x28.png")).unwrap();
+    assert!(seen.starts_with(b"\x89PNG"), "the 28x28 the model saw, as a PNG");
+
+    let blank = out.join("refused/00000.jpg");
+    let output = xtask(&["predict", blank.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("no digit stands out from the paper"), "{}", stderr(&output));
+}
+
 #[test]
 fn counts_of_zero_are_refused_by_name_before_anything_runs() {
     for (flag, args) in [
