@@ -5,7 +5,8 @@
 //! much darker (or, on dark paper, lighter) a pixel is than the paper around it, relative to
 //! the paper's brightness, which cancels uneven light. Variation within the paper's noise is
 //! dropped, and the rest is scaled so the stroke's core is full ink, keeping its anti-aliased
-//! edges. A clean canvas (pure white paper, black ink) comes out exactly as its darkness.
+//! edges. A clean canvas (pure white paper, a black pen) comes out as its darkness, to within
+//! a grey level or two.
 //!
 //! Then MNIST's recipe: fit the ink's bounding box into 20x20 keeping the aspect ratio
 //! (anti-aliased), then place that in a 28x28 frame so the ink's centre of mass sits at the

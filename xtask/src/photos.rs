@@ -269,8 +269,8 @@ pub fn bench_photos(args: BenchPhotosArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Blank photos and digits a few grey levels from their paper, on grey paper in uneven light
-/// with noise, as JPEG: each must be refused. Returns how many were answered instead.
+/// Blank photos and digits a few grey levels from their paper, on grey or tinted paper in
+/// uneven light with noise, as JPEG: each must be refused. Returns how many were answered instead.
 fn refusals(out: &Path) -> anyhow::Result<usize> {
     let folder = out.join("refused");
     fs::create_dir_all(&folder)?;
