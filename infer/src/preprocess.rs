@@ -369,6 +369,22 @@ fn check_size(len: usize, width: usize, height: usize, channels: usize) -> Resul
     Ok(())
 }
 
+/// The model's input for an RGBA canvas, as the page's API takes it: `None` when nothing is
+/// drawn; any other bad input is an error.
+pub fn canvas_to_mnist(rgba: &[u8], width: usize, height: usize) -> Result<Option<[u8; PIXELS]>, PreprocessError> {
+    match to_mnist(&ink_from_rgba(rgba, width, height)?, width, height) {
+        Ok(grey) => Ok(Some(grey)),
+        Err(PreprocessError::NoInk) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A ready 28x28 grey image given as a slice, checked to be one.
+pub fn mnist_input(grey: &[u8]) -> Result<[u8; PIXELS], PreprocessError> {
+    check_size(grey.len(), IMAGE_SIZE, IMAGE_SIZE, 1)?;
+    Ok(grey.try_into().expect("checked: 784 bytes"))
+}
+
 /// The 28x28 MNIST-style grey image (0 = paper, 255 = ink) of an ink map `width` x `height`.
 pub fn to_mnist(ink: &[f32], width: usize, height: usize) -> Result<[u8; PIXELS], PreprocessError> {
     check_size(ink.len(), width, height, 1)?;
@@ -540,6 +556,11 @@ mod tests {
         assert_eq!(to_mnist(&[0.0; 100], 10, 10), Err(PreprocessError::NoInk));
         let message = ink_from_rgba(&[0; 15], 2, 2).unwrap_err().to_string();
         assert!(message.contains("16 bytes") && message.contains("15"), "{message}");
+        assert_eq!(canvas_to_mnist(&[255; 64], 4, 4), Ok(None), "a blank canvas is no drawing, not an error");
+        assert!(matches!(canvas_to_mnist(&[255; 63], 4, 4), Err(PreprocessError::Size { .. })));
+        let message = mnist_input(&[0; 783]).unwrap_err().to_string();
+        assert!(message.contains("28x28") && message.contains("784 bytes, got 783"), "{message}");
+        assert_eq!(mnist_input(&[7; PIXELS]), Ok([7; PIXELS]));
     }
 
     /// A ring (a "0") of ink coverage in [0, 1] with soft edges, on a `side` x `side` frame.

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use wasm_bindgen::prelude::*;
 
-use crate::preprocess::{PreprocessError, ink_from_rgba, to_mnist};
+use crate::preprocess::{PreprocessError, canvas_to_mnist, mnist_input};
 use crate::{LoadError, PIXELS, Prediction};
 
 /// The weights this bundle was built from: lean weights for the lean model, a burn record
@@ -82,17 +82,14 @@ impl Classifier {
     #[wasm_bindgen(js_name = classifyRgba)]
     pub fn classify_rgba(&self, rgba: &[u8], width: usize, height: usize) -> Result<Option<Answer>, JsError> {
         let started = now();
-        Ok(drawn_digit(rgba, width, height)?.map(|input| self.answer(input, started)))
+        Ok(canvas_to_mnist(rgba, width, height).map_err(js_error)?.map(|input| self.answer(input, started)))
     }
 
     /// Classifies a ready 28x28 grey image (784 bytes, 0 = paper, 255 = ink).
     #[wasm_bindgen(js_name = classifyMnist)]
     pub fn classify_mnist(&self, grey: &[u8]) -> Result<Answer, JsError> {
         let started = now();
-        let input: [u8; PIXELS] = grey
-            .try_into()
-            .map_err(|_| JsError::new(&alloc::format!("a 28x28 image needs {PIXELS} bytes, got {}", grey.len())))?;
-        Ok(self.answer(input, started))
+        Ok(self.answer(mnist_input(grey).map_err(js_error)?, started))
     }
 }
 
@@ -101,18 +98,11 @@ impl Classifier {
 /// drawn.
 #[wasm_bindgen(js_name = toMnist)]
 pub fn to_mnist_js(rgba: &[u8], width: usize, height: usize) -> Result<Option<Vec<u8>>, JsError> {
-    Ok(drawn_digit(rgba, width, height)?.map(|grey| grey.to_vec()))
+    Ok(canvas_to_mnist(rgba, width, height).map_err(js_error)?.map(|grey| grey.to_vec()))
 }
 
-/// The model's input for a drawing, `None` for a blank one; other bad input is an error.
-fn drawn_digit(rgba: &[u8], width: usize, height: usize) -> Result<Option<[u8; PIXELS]>, JsError> {
-    let error = |e: PreprocessError| JsError::new(&e.to_string());
-    let ink = ink_from_rgba(rgba, width, height).map_err(error)?;
-    match to_mnist(&ink, width, height) {
-        Ok(grey) => Ok(Some(grey)),
-        Err(PreprocessError::NoInk) => Ok(None),
-        Err(e) => Err(error(e)),
-    }
+fn js_error(error: PreprocessError) -> JsError {
+    JsError::new(&error.to_string())
 }
 
 impl Classifier {

@@ -30,6 +30,22 @@ pub struct IdxFile {
     pub count: usize,
 }
 
+impl IdxFile {
+    fn is_images(self) -> bool {
+        self.name.contains("images")
+    }
+
+    /// Bytes before the first item: the magic number and one 4-byte size per dimension.
+    fn header_len(self) -> usize {
+        if self.is_images() { 16 } else { 8 }
+    }
+
+    /// Bytes of the whole file, decompressed.
+    pub fn decompressed_len(self) -> usize {
+        self.header_len() + self.count * if self.is_images() { PIXELS } else { 1 }
+    }
+}
+
 pub const TRAIN_IMAGES: IdxFile = IdxFile {
     name: "train-images-idx3-ubyte",
     sha256: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -161,32 +177,45 @@ fn locate(dir: &Path, file: IdxFile) -> Result<PathBuf, DataError> {
 fn read_verified(dir: &Path, file: IdxFile) -> Result<Vec<u8>, DataError> {
     let path = locate(dir, file)?;
     let raw = fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
-    let bytes = decompress(&path, raw)?;
-    let payload = parse_idx(&path, &bytes, file)?;
+    let mut bytes = decode_idx(&path, raw, file)?;
     verify_hash(&path, &bytes, file)?;
-    Ok(payload.to_vec())
+    Ok(bytes.split_off(file.header_len()))
 }
 
-fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
+/// The bytes of an IDX file as read from disk or the network, plain or gzipped: decompressed
+/// and checked to be the file `file` names (header and length; not yet its hash).
+pub fn decode_idx(path: &Path, raw: Vec<u8>, file: IdxFile) -> Result<Vec<u8>, DataError> {
+    let bytes = decompress(path, raw, file.decompressed_len())?;
+    parse_idx(path, &bytes, file)?;
+    Ok(bytes)
+}
+
+/// Gunzips `raw` (plain bytes pass through), stopping past `limit` bytes so that a small
+/// gzip bomb cannot take the machine's memory.
+fn decompress(path: &Path, raw: Vec<u8>, limit: usize) -> Result<Vec<u8>, DataError> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| match e.kind() {
+    let mut decoder = flate2::read::GzDecoder::new(raw.as_slice()).take(limit as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => {
             DataError::Truncated { path: path.to_path_buf(), why: "gzip stream ends early".into() }
         }
         _ => DataError::Io { path: path.to_path_buf(), source: e },
     })?;
+    if out.len() > limit {
+        return Err(DataError::Shape { path: path.to_path_buf(), why: format!("decompresses to over {limit} bytes") });
+    }
     Ok(out)
 }
 
 /// Checks the IDX header of decompressed `bytes` against what `file` must be, and returns the
 /// payload: one byte per pixel for images, one byte per label for labels.
 pub fn parse_idx<'a>(path: &Path, bytes: &'a [u8], file: IdxFile) -> Result<&'a [u8], DataError> {
-    let is_images = file.name.contains("images");
+    let is_images = file.is_images();
     let dims = if is_images { 3 } else { 1 };
-    let header_len = 4 + 4 * dims;
+    let header_len = file.header_len();
     let truncated = |why: String| DataError::Truncated { path: path.to_path_buf(), why };
     if bytes.len() < header_len {
         return Err(truncated(format!("{} bytes, shorter than the {header_len}-byte header", bytes.len())));
@@ -278,8 +307,7 @@ fn download(dir: &Path, file: IdxFile) -> Result<(), DataError> {
                 continue;
             }
         };
-        let checked = decompress(&temp, body.clone())
-            .and_then(|bytes| parse_idx(&temp, &bytes, file).map(drop).and(verify_hash(&temp, &bytes, file)));
+        let checked = decode_idx(&temp, body.clone(), file).and_then(|bytes| verify_hash(&temp, &bytes, file));
         if let Err(e) = checked {
             failures.push(format!("{url}: {e}"));
             continue;
@@ -341,6 +369,16 @@ mod tests {
     }
 
     #[test]
+    fn a_gzip_that_inflates_past_the_file_is_refused_without_inflating_it() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &labels_file(3, &[0; 64 << 20])).unwrap();
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 128 << 10, "{} bytes", bomb.len());
+        let err = decode_idx(Path::new("bomb.gz"), bomb, TINY).unwrap_err();
+        assert!(err.to_string().contains("decompresses to over 11 bytes"), "{err}");
+    }
+
+    #[test]
     fn sha256_matches_a_known_vector() {
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
@@ -357,7 +395,7 @@ mod tests {
         Mnist::load_from(dir.path()).expect("an exact copy loads");
 
         let labels = locate(dir.path(), TEST_LABELS).unwrap();
-        let mut bytes = decompress(&labels, fs::read(&labels).unwrap()).unwrap();
+        let mut bytes = decompress(&labels, fs::read(&labels).unwrap(), TEST_LABELS.decompressed_len()).unwrap();
         fs::remove_file(&labels).unwrap();
         let plain = dir.path().join(TEST_LABELS.name);
 

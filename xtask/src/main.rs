@@ -10,6 +10,8 @@ mod args;
 mod artifacts;
 mod checks;
 mod edge;
+mod fuzz;
+mod load;
 mod scores;
 mod serve;
 mod server;
@@ -79,6 +81,8 @@ enum Command {
     BuildWeb(web::BuildWebArgs),
     /// Serve the browser bundle, rebuilding it first if it is stale.
     Serve(serve::ServeArgs),
+    /// Requests per second and latency of `serve` under load on loopback, per bundle file.
+    BenchServe(serve::BenchServeArgs),
     /// Measure classification latency and load time in headless Chromium, and bundle sizes.
     BenchWeb(web::BenchWebArgs),
     /// The Cloudflare worker: build it, run it locally, or deploy it.
@@ -86,6 +90,8 @@ enum Command {
     Edge(edge::EdgeCommand),
     /// Cold and warm request latency of the worker run locally.
     BenchEdge(edge::BenchEdgeArgs),
+    /// Fuzz the parsers of outside bytes with libFuzzer (nightly, cargo-fuzz).
+    Fuzz(fuzz::FuzzArgs),
     #[cfg(feature = "ml")]
     /// Classify PNG/JPEG files with the committed model.
     Predict(predict::PredictArgs),
@@ -129,6 +135,7 @@ fn main() -> ExitCode {
         Command::Check => checks::check(),
         Command::BuildWeb(args) => web::build_web(&args),
         Command::Serve(args) => serve::serve(args),
+        Command::BenchServe(args) => serve::bench_serve(&args),
         Command::BenchWeb(args) => web::bench_web(&args),
         #[cfg(feature = "ml")]
         Command::Predict(args) => predict::predict(args),
@@ -136,6 +143,7 @@ fn main() -> ExitCode {
         Command::BenchPhotos(args) => photos::bench_photos(args),
         Command::Edge(command) => edge::edge(command),
         Command::BenchEdge(args) => edge::bench_edge(args),
+        Command::Fuzz(args) => fuzz::fuzz(&args),
         #[cfg(feature = "ml")]
         Command::Test(args) => test::test(args),
         #[cfg(not(feature = "ml"))]

@@ -2,10 +2,12 @@
 //! the foreground until Ctrl-C (`serve`) or in the background for tests and benchmarks.
 
 use std::fs;
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -13,7 +15,10 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use percent_encoding::percent_decode_str;
+use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -25,10 +30,9 @@ pub fn serve(dir: PathBuf, host: &str, port: u16) -> anyhow::Result<()> {
         .with_context(|| format!("{}:{} is not an address to listen on", host, port))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+        let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
         println!("serving {} at http://{}/ (Ctrl-C stops)", dir.display(), listener.local_addr()?);
-        axum::serve(listener, router(dir)).with_graceful_shutdown(ctrl_c()).await?;
+        accept(listener, router(dir), ctrl_c()).await;
         // Whoever started the server may have stopped reading its output by now.
         let _ = writeln!(std::io::stdout(), "stopped");
         anyhow::Ok(())
@@ -73,6 +77,42 @@ async fn inside(root: Arc<PathBuf>, request: Request, next: Next) -> Response {
     }
 }
 
+/// How long a connection may take to send a request's headers, and may stay idle between
+/// requests, before the server closes it: a client that holds connections open without
+/// asking for anything costs a socket for this long, and never anyone else's turn.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves each connection `listener` accepts in a task of its own (HTTP/1.1, keep-alive,
+/// [`HEADER_TIMEOUT`]) until `stop` completes.
+async fn accept(listener: TcpListener, app: Router, stop: impl Future<Output = ()>) {
+    let service = TowerToHyperService::new(app);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, most likely: wait for connections to close rather
+                // than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        tokio::spawn(async move {
+            // An error here is one client's connection failing (reset, timed out): only its.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 async fn ctrl_c() {
     let _ = tokio::signal::ctrl_c().await;
 }
@@ -82,6 +122,7 @@ async fn ctrl_c() {
 /// `cargo test` rebuilds it.
 pub struct Background {
     pub url: String,
+    pub address: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
@@ -90,20 +131,21 @@ impl Background {
     pub fn start(dir: PathBuf) -> anyhow::Result<Background> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
-        let url = format!("http://{}/", listener.local_addr()?);
+        let address = listener.local_addr()?;
+        let url = format!("http://{address}/");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                let shutdown = async move {
+                let listener = TcpListener::from_std(listener)?;
+                accept(listener, router(dir), async move {
                     let _ = stopped.await;
-                };
-                axum::serve(listener, router(dir)).with_graceful_shutdown(shutdown).await?;
+                })
+                .await;
                 anyhow::Ok(())
             })
         });
-        Ok(Background { url, stop: Some(stop), thread: Some(thread) })
+        Ok(Background { url, address, stop: Some(stop), thread: Some(thread) })
     }
 }
 

@@ -10,11 +10,16 @@ use anyhow::{Context, bail};
 
 use crate::root;
 
-/// `cargo`, the one running this command where there is one, started in the root without
-/// what `cargo run` set for this binary: those variables would change build-script
-/// fingerprints (ring's) and make the two cargo invocations rebuild each other's crates.
+/// `cargo`, the one running this command where there is one, started as [`in_root`] starts
+/// programs.
 pub fn cargo() -> Command {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    in_root(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())))
+}
+
+/// `command` started in the root without what `cargo run` set for this binary: those
+/// variables would change build-script fingerprints (ring's) and make the two cargo
+/// invocations rebuild each other's crates.
+fn in_root(mut command: Command) -> Command {
     command.current_dir(root());
     for (name, _) in std::env::vars() {
         if name.starts_with("CARGO_PKG_")
@@ -87,6 +92,31 @@ pub fn pinned_tool(package: &str, bin: &str, version: &str, options: &[&str]) ->
         .arg("--root")
         .arg(crate::target_dir().join("tools")))?;
     Ok(local)
+}
+
+/// cargo-fuzz, which drives libFuzzer (`fuzz/`).
+pub fn cargo_fuzz() -> anyhow::Result<PathBuf> {
+    pinned_tool("cargo-fuzz", "cargo-fuzz", CARGO_FUZZ_VERSION, &["--locked"])
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// `program` run with the nightly toolchain (that libFuzzer's instrumentation needs), which
+/// is installed first when missing; in the root, as [`cargo`] runs.
+pub fn nightly(program: &Path) -> anyhow::Result<Command> {
+    let has_nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !has_nightly {
+        println!("installing the nightly Rust toolchain for the fuzzer (rustup toolchain install nightly)");
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+            .context("the fuzzer needs rustup's nightly toolchain")?;
+    }
+    // Not this cargo (stable's own binary) but rustup's, which the variable points at nightly.
+    let mut command = in_root(Command::new(program));
+    command.env("RUSTUP_TOOLCHAIN", "nightly").env_remove("CARGO").env_remove("RUSTC");
+    Ok(command)
 }
 
 /// Installs a folder's npm packages (`npm ci`, from its lock file) when its `node_modules` is

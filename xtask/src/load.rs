@@ -1,0 +1,222 @@
+//! A load generator: keep-alive HTTP/1.1 connections on loopback, each sending its share of
+//! the requests one after another, every answer read whole, checked and timed.
+//!
+//! A bounded tokio + hyper client rather than an external tool: the same code measures
+//! `serve` and the edge worker, and the tests hold the same numbers it prints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// How long one request may take before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request every connection repeats.
+#[derive(Clone)]
+pub struct Template {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Template {
+    pub fn get(path: &str) -> Self {
+        Template { method: Method::GET, path: path.into(), headers: HeaderMap::new(), body: Bytes::new() }
+    }
+
+    fn request(&self, host: SocketAddr) -> anyhow::Result<Request<Full<Bytes>>> {
+        let mut request =
+            Request::builder().method(self.method.clone()).uri(&self.path).header("host", host.to_string());
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        Ok(request.body(Full::new(self.body.clone()))?)
+    }
+}
+
+/// What a load run saw.
+pub struct Report {
+    /// Latencies of the answers that passed the check, in milliseconds, sorted.
+    pub latencies_ms: Vec<f64>,
+    /// Requests that failed (transport error, timeout, or an answer the check refused).
+    pub errors: usize,
+    /// The first error, to say what went wrong.
+    pub first_error: Option<String>,
+    /// Bytes of answer bodies received.
+    pub body_bytes: u64,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn requests(&self) -> usize {
+        self.latencies_ms.len() + self.errors
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.requests() as f64 / self.seconds
+    }
+
+    /// The `q` quantile of the latencies (0.5: the median), in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        let n = self.latencies_ms.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        self.latencies_ms[((n as f64 * q) as usize).min(n - 1)]
+    }
+
+    /// One line for people: count, errors, rate and latency.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} requests, {} errors, {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
+            self.requests(),
+            self.errors,
+            self.per_second(),
+            self.quantile_ms(0.5),
+            self.quantile_ms(0.99)
+        )
+    }
+}
+
+/// Sends `total` copies of `template` to `address` over `connections` connections, and
+/// checks each answer with `check` (status, body).
+pub fn run(
+    address: SocketAddr,
+    template: &Template,
+    total: usize,
+    connections: usize,
+    check: fn(StatusCode, &[u8]) -> Result<(), String>,
+) -> anyhow::Result<Report> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| tokio::spawn(connection(address, template.clone(), next.clone(), total, check)))
+            .collect();
+        let mut report = Report {
+            latencies_ms: Vec::with_capacity(total),
+            errors: 0,
+            first_error: None,
+            body_bytes: 0,
+            seconds: 0.0,
+        };
+        for task in tasks {
+            let part = task.await.context("a client connection panicked")?;
+            report.latencies_ms.extend(part.latencies_ms);
+            report.errors += part.errors;
+            report.first_error = report.first_error.or(part.first_error);
+            report.body_bytes += part.body_bytes;
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        report.latencies_ms.sort_by(f64::total_cmp);
+        Ok(report)
+    })
+}
+
+/// One client connection: takes request numbers from `next` until `total` are taken, and
+/// connects again after a transport error.
+async fn connection(
+    address: SocketAddr,
+    template: Template,
+    next: Arc<AtomicUsize>,
+    total: usize,
+    check: fn(StatusCode, &[u8]) -> Result<(), String>,
+) -> Report {
+    let mut report = Report { latencies_ms: Vec::new(), errors: 0, first_error: None, body_bytes: 0, seconds: 0.0 };
+    let mut sender = None;
+    while next.fetch_add(1, Ordering::Relaxed) < total {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            if sender.is_none() {
+                sender = Some(connect(address).await?);
+            }
+            let client = sender.as_mut().expect("connected above");
+            client.ready().await?;
+            let response = client.send_request(template.request(address)?).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        })
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
+        let outcome = answer.and_then(|(status, body)| {
+            check(status, &body).map_err(|why| anyhow::anyhow!("{status}: {why}"))?;
+            Ok(body.len())
+        });
+        match outcome {
+            Ok(len) => {
+                report.latencies_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                report.body_bytes += len as u64;
+            }
+            Err(error) => {
+                report.errors += 1;
+                report.first_error.get_or_insert_with(|| format!("{error:#}"));
+                sender = None;
+            }
+        }
+    }
+    report
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(address: SocketAddr) -> anyhow::Result<Sender> {
+    let stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// Answers that are 200 OK.
+pub fn ok(status: StatusCode, _body: &[u8]) -> Result<(), String> {
+    if status == StatusCode::OK { Ok(()) } else { Err("expected 200 OK".into()) }
+}
+
+/// A slow client: `count` connections to `address` that each send the start of a request and
+/// then nothing, to hold the server's sockets.
+pub fn hold_idle(address: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpStream>> {
+    (0..count)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(address)?;
+            std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: slow\r\n")?;
+            Ok(stream)
+        })
+        .collect()
+}
+
+/// How long until the server has closed every one of `streams`, or `None` if some are still
+/// open after `limit`.
+pub fn closed_within(streams: Vec<std::net::TcpStream>, limit: Duration) -> anyhow::Result<Option<Duration>> {
+    let started = Instant::now();
+    for mut stream in streams {
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        stream.set_read_timeout(Some(left))?;
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(&mut stream, &mut byte) {
+            // Closed (or reset): what a server does to a connection that timed out.
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Ok(None);
+            }
+            // An answer (a 408, say) before closing is a close too.
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(started.elapsed()))
+}
