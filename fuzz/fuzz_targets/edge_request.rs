@@ -3,6 +3,8 @@
 //! input, or an error whose JSON body is valid JSON.
 #![no_main]
 
+use fuzz as _; // the bounded allocator
+
 use edge::api::{ApiError, BoundedBody, MAX_BODY_BYTES, parse_predict};
 use libfuzzer_sys::fuzz_target;
 

@@ -3,6 +3,8 @@
 //! items) so that the fuzzer can write whole, valid files.
 #![no_main]
 
+use fuzz as _; // the bounded allocator
+
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;

@@ -3,6 +3,8 @@
 //! problem or a result of the right size; ink is always within [0, 1].
 #![no_main]
 
+use fuzz as _; // the bounded allocator
+
 use infer::preprocess::{ink_from_grey, ink_from_rgba, to_mnist};
 use libfuzzer_sys::fuzz_target;
 

@@ -3,6 +3,8 @@
 //! length, ending in the int8 lean model the bundle ships.
 #![no_main]
 
+use fuzz as _; // the bounded allocator
+
 use std::sync::LazyLock;
 
 use infer::lean::{LeanModel, Precision, Weights};

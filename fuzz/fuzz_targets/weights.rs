@@ -3,6 +3,8 @@
 //! classifies a digit with finite probabilities (NaN and infinite weights are refused).
 #![no_main]
 
+use fuzz as _; // the bounded allocator
+
 use burn::tensor::Device;
 use infer::lean::{LeanModel, Weights};
 use infer::{Model, PIXELS, Prediction};

@@ -152,7 +152,10 @@ struct Standout {
 
 impl Standout {
     fn measure(grey: &[u8], tiles: &Tiles, windows: &[WindowLevels], polarity: Polarity) -> Self {
-        let paper = tiles.spread(&windows.iter().map(|w| f32::from(w.median)).collect::<Vec<_>>());
+        let mut paper = tiles.spread(&windows.iter().map(|w| f32::from(w.median)).collect::<Vec<_>>());
+        // Extrapolated past the outer windows' centres, a steep change of paper can leave the
+        // range of grey levels, and paper below black made ink negative.
+        paper.iter_mut().for_each(|level| *level = level.clamp(0.0, 255.0));
         let difference: Vec<f32> = grey
             .iter()
             .zip(&paper)
@@ -386,9 +389,12 @@ pub fn mnist_input(grey: &[u8]) -> Result<[u8; PIXELS], PreprocessError> {
 }
 
 /// The 28x28 MNIST-style grey image (0 = paper, 255 = ink) of an ink map `width` x `height`.
+/// Values are coverage: 1 and above is full ink; 0, below, and NaN are none.
 pub fn to_mnist(ink: &[f32], width: usize, height: usize) -> Result<[u8; PIXELS], PreprocessError> {
     check_size(ink.len(), width, height, 1)?;
-    let (left, top, right, bottom) = bounding_box(ink, width).ok_or(PreprocessError::NoInk)?;
+    // Huge or infinite values would take the centre of mass anywhere (found by the fuzzer).
+    let ink: Vec<f32> = ink.iter().map(|&v| if v > 0.0 { v.min(1.0) } else { 0.0 }).collect();
+    let (left, top, right, bottom) = bounding_box(&ink, width).ok_or(PreprocessError::NoInk)?;
     let (crop_w, crop_h) = (right - left, bottom - top);
 
     // Fit the longer side to 20 pixels; the shorter keeps the aspect ratio.
@@ -405,6 +411,10 @@ pub fn to_mnist(ink: &[f32], width: usize, height: usize) -> Result<[u8; PIXELS]
         mass += v;
         sum_x += v * (i % out_w) as f32;
         sum_y += v * (i / out_w) as f32;
+    }
+    if !(mass > 0.0) {
+        // Ink that resampling thinned to nothing.
+        return Err(PreprocessError::NoInk);
     }
     let centre = IMAGE_SIZE as f32 / 2.0;
     let shift_x = roundf(centre - sum_x / mass) as isize;
@@ -546,6 +556,89 @@ mod tests {
         let dark_paper: Vec<u8> = white.chunks_exact(4).map(|p| 255 - p[0]).collect();
         let light_paper: Vec<u8> = white.chunks_exact(4).map(|p| p[0]).collect();
         assert_eq!(ink_from_grey(&dark_paper, w, h).unwrap(), ink_from_grey(&light_paper, w, h).unwrap());
+    }
+
+    /// Found by the fuzzer (`cargo xtask fuzz preprocess`; the input is in its seeds as
+    /// `found-negative-ink`): white paper over black, striped, with grey bands above and
+    /// below, so the paper's level extrapolated past the outer windows went below black and
+    /// made ink negative. Each character is a grey level: `.` 200, `f` 255, `e` 254, `8` 128,
+    /// `6` 63, `4` 40, `3` 43, `7` 7, `0` 0.
+    #[test]
+    fn paper_that_changes_steeply_gives_ink_within_zero_and_one() {
+        let rows = [
+            "..............................",
+            "..............................",
+            "..............................",
+            "..............................",
+            "..............................",
+            "..........44ffffffffffffffffff",
+            "ffffffffffffffffffffffffffffff",
+            "fffffffffffff000f000f000f000f0",
+            "00f000ffffffffffffffffffffffff",
+            "ffffffffffffffffffffffffffffff",
+            "ffffffffffffffffffffffffffffff",
+            "fffffffffffffffffffff000f000f0",
+            "00f000f000f000ffffffffffffffff",
+            "ffffffffffffffffffffffffffffff",
+            "fffffffffeffffffffffffffffffff",
+            "ffffffffffffff8600860086008600",
+            "000000000000000000000000000000",
+            "000000000000000000000000000000",
+            "000000000000000000000000000000",
+            "000000086008600860086000000000",
+            "000000000000000000000000000000",
+            "700000000000000000000000000860",
+            "086008600860000000000000000000",
+            "000000000000000000000000000000",
+            "000000000000000008600860086008",
+            "600000000000000000000000000000",
+            "000000000000000000000000000000",
+            "000000086008600860086000000000",
+            "000000000000000000000000000000",
+            "000000000000000000000000000860",
+            "086008600860000000000000000000",
+            "000000000000000000000000000030",
+            "000000000000000000860086008600",
+            "860000000000000000000000000000",
+            "000000000000000000000000000000",
+            "000000000000000000000000000000",
+            "000000000000000000000000086008",
+            "60086008600000000000000.......",
+            "..............................",
+            "..............................",
+        ];
+        let level = |c: char| match c {
+            '.' => 200,
+            'f' => 255,
+            'e' => 254,
+            '8' => 128,
+            '6' => 63,
+            '4' => 40,
+            '3' => 43,
+            '7' => 7,
+            _ => 0,
+        };
+        let grey: Vec<u8> = rows.iter().flat_map(|row| row.chars().map(level)).collect();
+        let ink = ink_from_grey(&grey, 30, 40).unwrap();
+        let outside = ink.iter().filter(|v| !(0.0..=1.0).contains(*v)).count();
+        assert_eq!(outside, 0, "{outside} pixels of ink outside [0, 1]");
+    }
+
+    /// Found by the fuzzer: an ink map of tiny and huge values put the centre of mass out of
+    /// any frame, and the shift overflowed.
+    #[test]
+    fn ink_maps_of_any_values_come_out_as_a_frame_or_no_ink() {
+        for (odd, read_as) in
+            [(f32::NAN, 0.0), (f32::INFINITY, 1.0), (f32::NEG_INFINITY, 0.0), (f32::MAX, 1.0), (-1.0, 0.0), (2.0, 1.0)]
+        {
+            let (mut ink, mut expected) = (rectangle(20, 20, 5..9, 3..17), rectangle(20, 20, 5..9, 3..17));
+            ink[4 * 20 + 6] = odd;
+            expected[4 * 20 + 6] = read_as;
+            assert_eq!(to_mnist(&ink, 20, 20), to_mnist(&expected, 20, 20), "with {odd}");
+        }
+        let mut specks = vec![0.0; 400];
+        specks[0] = 1e-40;
+        assert_eq!(to_mnist(&specks, 20, 20), Err(PreprocessError::NoInk));
     }
 
     #[test]
