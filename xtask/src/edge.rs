@@ -6,15 +6,18 @@
 //! installed under `target/tools`; wasm-opt comes from the root npm packages. worker-build is
 //! pointed at all of them, so it downloads nothing.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::args::{DataArgs, at_least_one, committed_model};
+use crate::load::{self, Template};
 use crate::root;
 use crate::tools::{locked_version, npm_packages, pinned_tool, run, wasm_bindgen};
 use crate::web;
@@ -263,19 +266,19 @@ pub fn call(
 
 #[derive(clap::Args, Debug)]
 pub struct BenchEdgeArgs {
-    /// Requests in each warm measurement.
-    #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
+    /// Requests at each level of concurrency.
+    #[arg(long, default_value_t = 20_000, value_parser = at_least_one)]
     pub requests: usize,
-    /// Concurrent clients in the second warm measurement.
-    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
-    pub clients: usize,
+    /// Levels of concurrency: connections sending requests at once.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 64], value_parser = at_least_one)]
+    pub connections: Vec<usize>,
     /// Fresh workers started to time a cold first request.
     #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub cold_runs: usize,
 }
 
 /// A handwritten-looking "7" as a 28x28 request body: the same input for every request.
-fn seven() -> String {
+pub fn seven() -> String {
     let pixels: Vec<u8> = (0..infer::PIXELS)
         .map(|i| {
             let (y, x) = ((i / 28) as i32, (i % 28) as i32);
@@ -287,98 +290,61 @@ fn seven() -> String {
     json!({ "pixels": pixels }).to_string()
 }
 
-/// Up to `count` timings in milliseconds of `request`, stopping early after 120 s.
-fn timings(count: usize, mut request: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut samples = Vec::with_capacity(count);
-    while samples.len() < count && Instant::now() < deadline {
-        let started = Instant::now();
-        request()?;
-        samples.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(samples)
+/// `POST /predict` of `body`, as the load generator repeats it.
+pub fn predict_request(body: &str) -> Template {
+    let mut post = Template::get("/predict");
+    post.method = Method::POST;
+    post.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    post.body = body.to_string().into();
+    post
 }
 
-/// `bench-edge`: cold first request, then warm p50/p99, sequential and with concurrent
-/// clients, all over loopback to `wrangler dev`. Each phase stops after 120 s.
+/// A 200 whose body holds a digit.
+pub fn answered(status: StatusCode, body: &[u8]) -> Result<(), String> {
+    let answer: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    if status == StatusCode::OK && answer["digit"].is_number() { Ok(()) } else { Err(format!("no digit in {answer}")) }
+}
+
+/// `bench-edge`: cold first requests, then warm requests per second and latency at each level
+/// of concurrency, over loopback to `wrangler dev`: through its dev proxy, and straight to
+/// the worker's own workerd socket.
 pub fn bench_edge(args: BenchEdgeArgs) -> anyhow::Result<()> {
     build()?;
     let body = seven();
     let model = committed_model();
-    let post = |agent: &ureq::Agent, url: &str| -> anyhow::Result<(f64, Value)> {
-        let started = Instant::now();
-        let (status, answer) = call(agent, "POST", url, Some(&body), None)?;
-        ensure!(status == 200, "status {status}: {answer}");
-        Ok((started.elapsed().as_secs_f64() * 1e3, answer))
-    };
-
     let mut cold = Vec::new();
     for _ in 0..args.cold_runs {
         let worker = LocalWorker::start("bench")?;
         worker.put_model(&model)?;
-        let (ms, answer) = post(&agent(), &format!("{}/predict", worker.url))?;
-        cold.push((ms, answer["model"]["load_ms"].as_f64().unwrap_or(f64::NAN)));
+        let started = Instant::now();
+        let (status, answer) = call(&agent(), "POST", &format!("{}/predict", worker.url), Some(&body), None)?;
+        ensure!(status == 200, "status {status}: {answer}");
+        cold.push((started.elapsed().as_secs_f64() * 1e3, answer["model"]["load_ms"].as_f64().unwrap_or(f64::NAN)));
+    }
+    println!("\nedge worker under wrangler dev (workerd, loopback), the same 28x28 input each time");
+    for (i, (ms, load_ms)) in cold.iter().enumerate() {
+        println!("cold first request #{}: {ms:.1} ms (of which the R2 read and decode: {load_ms:.0} ms)", i + 1);
     }
 
     let worker = LocalWorker::start("bench")?;
     worker.put_model(&model)?;
-    post(&agent(), &format!("{}/predict", worker.url))?;
-    let mut warm = Vec::new();
-    let routes = [
-        ("through wrangler's dev proxy", Some(worker.url.clone())),
-        ("direct to the worker's workerd", worker.direct_url()),
-    ];
+    let routes =
+        [("through wrangler's dev proxy", Some(worker.url.clone())), ("straight to workerd", worker.direct_url())];
+    let post = predict_request(&body);
     for (route, base) in routes {
         let Some(base) = base else {
             println!("(the worker's own workerd port is not in wrangler's log: measuring through the proxy only)");
             continue;
         };
-        let url = format!("{base}/predict");
-        let agent = agent();
-        let sequential = timings(args.requests, || post(&agent, &url).map(drop))?;
-        let started = Instant::now();
-        let per_client = args.requests.div_ceil(args.clients.max(1));
-        let concurrent: Vec<f64> = std::thread::scope(|scope| {
-            let clients: Vec<_> = (0..args.clients.max(1))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let agent = self::agent();
-                        timings(per_client, || post(&agent, &url).map(drop))
-                    })
-                })
-                .collect();
-            clients.into_iter().map(|c| c.join().expect("client thread")).collect::<anyhow::Result<Vec<_>>>()
-        })?
-        .concat();
-        warm.push((route, sequential, concurrent, started.elapsed().as_secs_f64()));
-    }
-
-    // What the dev proxy costs by itself: a static file it serves without the worker.
-    let agent = agent();
-    let mut static_file = timings(args.requests, || {
-        let (status, _) = call(&agent, "GET", &format!("{}/style.css", worker.url), None, None)?;
-        ensure!(status == 200, "GET /style.css: status {status}");
-        Ok(())
-    })?;
-
-    println!("\nedge worker under wrangler dev (workerd, loopback), the same 28x28 input each time");
-    for (i, (ms, load_ms)) in cold.iter().enumerate() {
-        println!(
-            "cold first request #{}: {ms:.1} ms (of which the Durable Object's R2 read and decode: {load_ms:.0} ms)",
-            i + 1
-        );
-    }
-    let line = |name: &str, samples: &mut Vec<f64>| {
-        samples.sort_by(f64::total_cmp);
-        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-        println!("{name}: {} requests, p50 {:.2} ms, p99 {:.2} ms", samples.len(), at(0.5), at(0.99));
-    };
-    line("a static file through the dev proxy (no worker, no Durable Object)", &mut static_file);
-    for (route, mut sequential, mut concurrent, seconds) in warm {
+        let address: SocketAddr = base.trim_start_matches("http://").parse()?;
         println!("{route}:");
-        line("  warm, sequential", &mut sequential);
-        line(&format!("  warm, {} concurrent clients", args.clients), &mut concurrent);
-        println!("    ({:.0} requests/s)", concurrent.len() as f64 / seconds);
+        for &connections in &args.connections {
+            let report = load::run(address, &post, args.requests, connections, answered)?;
+            println!("  {connections} connections: {}", report.summary());
+            if let Some(error) = report.first_error {
+                bail!("{error}");
+            }
+        }
     }
     Ok(())
 }
