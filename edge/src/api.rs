@@ -66,11 +66,11 @@ pub struct PredictResponse<'a> {
 pub struct ModelInfo {
     /// SHA-256 of the R2 object, as `sha256sum artifacts/model.bin` prints it.
     pub sha256: String,
-    /// When the Durable Object loaded it (ISO 8601).
+    /// When the isolate that answered loaded it (ISO 8601).
     pub loaded_at: String,
     /// Milliseconds from the first request to a usable model (R2 read and decode).
     pub load_ms: f64,
-    /// How many times this Durable Object has loaded a model.
+    /// How many models the isolate that answered has loaded.
     pub loads: u32,
 }
 

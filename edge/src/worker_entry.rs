@@ -1,19 +1,14 @@
 //! The worker's fetch handler: routing, the admin check, reading and checking a prediction
-//! request, and forwarding to the Durable Object.
+//! request, and classifying it with this isolate's model (`model.rs`).
 //!
-//! A `/predict` body is read (bounded) and preprocessed here, in the stateless worker that
-//! the runtime runs as many copies of as there is load; the one Durable Object that holds the
-//! model receives only the 784 bytes of the 28x28 input, so no request's size or shape can
-//! hold up the requests queued behind it there.
+//! Everything a request costs is spent here, in the isolates the runtime runs as many of as
+//! there is load: no request waits in line behind another at the Durable Object.
 
 use futures_util::StreamExt;
-use worker::{Context, Env, Method, Request, RequestInit, Response, Result, event};
+use worker::{Context, Env, Method, Request, Response, Result, event};
 
-use crate::api::{ApiError, BoundedBody, authorised, parse_predict};
-
-/// The Durable Object namespace and the one object in it that holds the model.
-const HOST_BINDING: &str = "MODEL_HOST";
-const HOST_NAME: &str = "mnist";
+use crate::api::{ApiError, BoundedBody, PredictResponse, authorised, parse_predict};
+use crate::model;
 
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, _context: Context) -> Result<Response> {
@@ -39,14 +34,26 @@ async fn fetch(mut request: Request, env: Env, _context: Context) -> Result<Resp
                     "reloading the model needs `Authorization: Bearer <ADMIN_TOKEN>`",
                 ));
             }
-            forward("/admin/reload", None, &env).await
+            match model::reload(&env).await {
+                Ok(loaded) => Response::from_json(&serde_json::json!({ "reloaded": true, "model": loaded.info })),
+                Err(error) => json_error(&error),
+            }
         }
         _ => {
             let input = match read_body(&mut request).await.and_then(|body| parse_predict(&body)) {
                 Ok(input) => input,
                 Err(error) => return json_error(&error),
             };
-            forward("/predict", Some(&input), &env).await
+            let loaded = match model::current(&env).await {
+                Ok(loaded) => loaded,
+                Err(error) => return json_error(&error),
+            };
+            let prediction = loaded.model.classify(&input);
+            Response::from_json(&PredictResponse {
+                digit: prediction.digit,
+                probabilities: prediction.probabilities,
+                model: &loaded.info,
+            })
         }
     }
 }
@@ -63,15 +70,6 @@ async fn read_body(request: &mut Request) -> std::result::Result<Vec<u8>, ApiErr
         }
     }
     Ok(body.into_bytes())
-}
-
-/// A POST to `path` on the Durable Object that holds the model.
-async fn forward(path: &str, body: Option<&[u8]>, env: &Env) -> Result<Response> {
-    let stub = env.durable_object(HOST_BINDING)?.id_from_name(HOST_NAME)?.get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(body.map(|bytes| js_sys::Uint8Array::from(bytes).into()));
-    // The host part is not used: a stub's fetch goes to its object.
-    stub.fetch_with_request(Request::new_with_init(&format!("https://model-host{path}"), &init)?).await
 }
 
 pub fn json_error(error: &ApiError) -> Result<Response> {

@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 
 use train::data::{Split, sha256_hex};
 
-use super::{LocalWorker, agent, build, call};
+use super::{LocalWorker, agent, answered, build, call, predict_request};
 use crate::args::committed_model;
+use crate::load;
 
 /// The CI check: the worker built and run locally, fed the committed model through local
 /// R2, held to native `infer` on the first 200 test digits, and pushed through every error.
@@ -40,9 +41,14 @@ pub fn end_to_end(test: &Split) -> anyhow::Result<()> {
         &body,
     );
 
-    // The committed model: every answer matches native infer.
+    // The committed model, asked for by 64 clients at once: the isolate reads R2 once for all.
     let model_path = committed_model();
     worker.put_model(&model_path)?;
+    let address: std::net::SocketAddr = worker.url.trim_start_matches("http://").parse()?;
+    let burst = load::run(address, &predict_request(&pixels(0)), 64, 64, answered_by_the_first_load)?;
+    checks.expect("64 concurrent first requests share one load", burst.errors == 0, &json!(burst.first_error));
+
+    // Every answer matches native infer.
     let model_bin = std::fs::read(&model_path)?;
     let sha256 = sha256_hex(&model_bin);
     let device = burn::tensor::Device::flex();
@@ -101,6 +107,11 @@ pub fn end_to_end(test: &Split) -> anyhow::Result<()> {
         &body,
     );
 
+    // Load: 20,000 requests from 64 connections, none failing, all answered by that one load.
+    let report = load::run(address, &predict_request(&pixels(1)), 20_000, 64, answered_by_the_first_load)?;
+    println!("edge: under load: {}", report.summary());
+    checks.expect("20,000 requests from 64 connections", report.errors == 0, &json!(report.first_error));
+
     // Every error status.
     for (name, method, path, body, want) in [
         ("unknown route", "GET", "/nope", None, 404),
@@ -130,6 +141,16 @@ pub fn end_to_end(test: &Split) -> anyhow::Result<()> {
 
     checks.expect("the server stops", worker.stop(), &json!(null));
     checks.finish()
+}
+
+/// A digit, from the isolate's first model.
+fn answered_by_the_first_load(status: axum::http::StatusCode, body: &[u8]) -> Result<(), String> {
+    answered(status, body)?;
+    let answer: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if answer["model"]["loads"] != json!(1) {
+        return Err(format!("answered by load {}", answer["model"]["loads"]));
+    }
+    Ok(())
 }
 
 /// Collects failed expectations so one run reports all of them.
