@@ -412,7 +412,7 @@ pub fn to_mnist(ink: &[f32], width: usize, height: usize) -> Result<[u8; PIXELS]
         sum_x += v * (i % out_w) as f32;
         sum_y += v * (i / out_w) as f32;
     }
-    if !(mass > 0.0) {
+    if mass <= 0.0 {
         // Ink that resampling thinned to nothing.
         return Err(PreprocessError::NoInk);
     }

@@ -1,6 +1,6 @@
 //! `check`: what the code is held to before anything runs: rustfmt, clippy with warnings as
 //! errors, `infer` building without std, each feature on its own, for the browser and for
-//! a bare-metal microcontroller, and xtask both without burn (as `cargo xtask` builds it) and
+//! a bare-metal microcontroller, the edge worker for wasm32, and xtask both without burn (as `cargo xtask` builds it) and
 //! with its optional features (GPU training, the dashboard).
 
 use anyhow::bail;
@@ -20,6 +20,8 @@ pub fn check() -> anyhow::Result<()> {
     rust_component("rustfmt", "fmt")?;
     rust_component("clippy", "clippy")?;
     step("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+    // The fuzz targets are a workspace of their own (`cargo xtask fuzz` builds them).
+    step("cargo fmt --check (fuzz/)", cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"]))?;
     step(
         "cargo clippy -D warnings",
         cargo().args(["clippy", "--workspace", "--all-targets", "--features", "xtask/ml", "--", "-D", "warnings"]),
@@ -55,6 +57,10 @@ pub fn check() -> anyhow::Result<()> {
             .args(["--", "-D", "warnings"])
             // Any file will do to check the code that embeds it.
             .env("INFER_WEIGHTS", committed_model()),
+    )?;
+    step(
+        "the edge worker's Workers-only code (wasm32)",
+        cargo().args(["clippy", "-p", "edge", "--target", WASM, "--", "-D", "warnings"]),
     )?;
     rust_target(BARE_METAL)?;
     step(

@@ -38,6 +38,14 @@ pub struct FuzzArgs {
     runs: Option<u64>,
 }
 
+impl FuzzArgs {
+    /// Every target for a few seconds: what CI runs, so the targets keep building and their
+    /// seeds keep passing.
+    pub fn brief() -> Self {
+        FuzzArgs { target: None, seconds: 5, runs: None }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Target {
     /// The MNIST file reader, plain and gzipped.

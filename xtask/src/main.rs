@@ -100,7 +100,8 @@ enum Command {
     BenchPhotos(photos::BenchPhotosArgs),
     #[cfg(feature = "ml")]
     /// What CI runs: `check`, the committed model against the gate and re-derived from scratch,
-    /// every workspace test, the page end to end in headless Chromium, the edge worker end to end.
+    /// every workspace test, the page end to end in headless Chromium, the edge worker end to end,
+    /// each fuzz target for a few seconds.
     Test(test::TestArgs),
     /// Any other command: one of the full build's.
     #[cfg(not(feature = "ml"))]
