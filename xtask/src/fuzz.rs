@@ -165,7 +165,7 @@ fn run(cargo_fuzz: &Path, target: Target, args: &FuzzArgs) -> anyhow::Result<Out
     for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
         let line = line?;
         writeln!(log, "{line}")?;
-        let per_input = line.starts_with('#') && (line.contains(" NEW ") || line.contains(" REDUCE "));
+        let per_input = line.starts_with('#') && (line.contains("NEW ") || line.contains("REDUCE "));
         if !per_input && !line.contains("# Uses:") {
             eprintln!("{line}");
         }

@@ -52,7 +52,7 @@ pub fn router(dir: PathBuf) -> Router {
     // A folder that cannot be resolved serves nothing: every path then fails the check.
     let root = Arc::new(fs::canonicalize(&dir).unwrap_or_default());
     Router::new()
-        .fallback_service(ServeDir::new(dir).precompressed_br().precompressed_gzip())
+        .fallback_service(ServeDir::new(dir).precompressed_br().precompressed_gzip().with_buf_chunk_size(1 << 20))
         .layer(middleware::from_fn(move |request, next| inside(root.clone(), request, next)))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
@@ -135,7 +135,7 @@ impl Background {
         let url = format!("http://{address}/");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async move {
                 let listener = TcpListener::from_std(listener)?;
                 accept(listener, router(dir), async move {
