@@ -300,8 +300,8 @@ pub fn predict_request(body: &str) -> Template {
 }
 
 /// A 200 whose body holds a digit.
-pub fn answered(status: StatusCode, body: &[u8]) -> Result<(), String> {
-    let answer: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+pub fn answered(status: StatusCode, body: &load::Answer) -> Result<(), String> {
+    let answer: Value = serde_json::from_slice(&body.to_vec()).map_err(|e| format!("not JSON: {e}"))?;
     if status == StatusCode::OK && answer["digit"].is_number() { Ok(()) } else { Err(format!("no digit in {answer}")) }
 }
 

@@ -41,6 +41,7 @@ pub struct FuzzArgs {
 impl FuzzArgs {
     /// Every target for a few seconds: what CI runs, so the targets keep building and their
     /// seeds keep passing.
+    #[cfg(feature = "ml")]
     pub fn brief() -> Self {
         FuzzArgs { target: None, seconds: 5, runs: None }
     }

@@ -1,5 +1,5 @@
 //! A load generator: keep-alive HTTP/1.1 connections on loopback, each sending its share of
-//! the requests one after another, every answer read whole, checked and timed.
+//! the requests one after another, every answer read to its end, checked and timed.
 //!
 //! A bounded tokio + hyper client rather than an external tool: the same code measures
 //! `serve` and the edge worker, and the tests hold the same numbers it prints.
@@ -88,13 +88,13 @@ impl Report {
 }
 
 /// Sends `total` copies of `template` to `address` over `connections` connections, and
-/// checks each answer with `check` (status, body).
+/// checks each answer with `check`.
 pub fn run(
     address: SocketAddr,
     template: &Template,
     total: usize,
     connections: usize,
-    check: fn(StatusCode, &[u8]) -> Result<(), String>,
+    check: Check,
 ) -> anyhow::Result<Report> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -130,7 +130,7 @@ async fn connection(
     template: Template,
     next: Arc<AtomicUsize>,
     total: usize,
-    check: fn(StatusCode, &[u8]) -> Result<(), String>,
+    check: Check,
 ) -> Report {
     let mut report = Report { latencies_ms: Vec::new(), errors: 0, first_error: None, body_bytes: 0, seconds: 0.0 };
     let mut sender = None;
@@ -144,14 +144,18 @@ async fn connection(
             client.ready().await?;
             let response = client.send_request(template.request(address)?).await?;
             let status = response.status();
-            let body = response.into_body().collect().await?.to_bytes();
+            let mut body = Answer(Vec::new());
+            let mut frames = response.into_body();
+            while let Some(frame) = frames.frame().await {
+                body.0.extend(frame?.into_data().ok());
+            }
             anyhow::Ok((status, body))
         })
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
         let outcome = answer.and_then(|(status, body)| {
             check(status, &body).map_err(|why| anyhow::anyhow!("{status}: {why}"))?;
-            Ok(body.len())
+            Ok(body.size())
         });
         match outcome {
             Ok(len) => {
@@ -178,8 +182,25 @@ async fn connect(address: SocketAddr) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
+/// What decides whether an answer (status, body) counts as served.
+pub type Check = fn(StatusCode, &Answer) -> Result<(), String>;
+
+/// An answer's body as it arrived, in frames: joined only by a check that reads it, so that a
+/// large file costs the client no copy.
+pub struct Answer(Vec<Bytes>);
+
+impl Answer {
+    pub fn size(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.concat()
+    }
+}
+
 /// Answers that are 200 OK.
-pub fn ok(status: StatusCode, _body: &[u8]) -> Result<(), String> {
+pub fn ok(status: StatusCode, _body: &Answer) -> Result<(), String> {
     if status == StatusCode::OK { Ok(()) } else { Err("expected 200 OK".into()) }
 }
 

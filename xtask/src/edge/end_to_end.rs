@@ -144,9 +144,9 @@ pub fn end_to_end(test: &Split) -> anyhow::Result<()> {
 }
 
 /// A digit, from the isolate's first model.
-fn answered_by_the_first_load(status: axum::http::StatusCode, body: &[u8]) -> Result<(), String> {
+fn answered_by_the_first_load(status: axum::http::StatusCode, body: &load::Answer) -> Result<(), String> {
     answered(status, body)?;
-    let answer: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let answer: Value = serde_json::from_slice(&body.to_vec()).map_err(|e| e.to_string())?;
     if answer["model"]["loads"] != json!(1) {
         return Err(format!("answered by load {}", answer["model"]["loads"]));
     }
