@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use infer::lean::{Precision, Weights};
 
+use crate::args::at_least_one;
 use crate::{root, target_dir, tools};
 
 /// The largest a target's process may grow, in MiB.
@@ -31,11 +32,11 @@ pub struct FuzzArgs {
     #[arg(value_enum)]
     target: Option<Target>,
     /// Stop each target after this many seconds.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    seconds: u64,
+    #[arg(long, default_value_t = 60, value_parser = at_least_one)]
+    seconds: usize,
     /// Stop each target after this many executions, if that comes first.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    runs: Option<u64>,
+    #[arg(long, value_parser = at_least_one)]
+    runs: Option<usize>,
 }
 
 impl FuzzArgs {

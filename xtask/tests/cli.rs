@@ -303,6 +303,11 @@ fn counts_of_zero_are_refused_by_name_before_anything_runs() {
         ("--rounds", &["bench-train", "--rounds", "0"][..]),
         ("--steps", &["bench-train", "--steps", "0"]),
         ("--requests", &["bench-edge", "--requests", "0"]),
+        ("--connections", &["bench-edge", "--connections", "8,0"]),
+        ("--requests", &["bench-serve", "--requests", "0"]),
+        ("--connections", &["bench-serve", "--connections", "0"]),
+        ("--seconds", &["fuzz", "--seconds", "0"]),
+        ("--runs", &["fuzz", "--runs", "0"]),
         ("--threads", &["eval", "--threads", "0", "--model", "/nonexistent/model.bin"]),
     ] {
         let output = xtask(args);
