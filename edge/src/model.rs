@@ -65,15 +65,21 @@ const LOAD_TIMEOUT_MS: f64 = 10_000.0;
 /// The current model, read from R2 first if this isolate has none or an outdated one.
 pub async fn current(env: &Env) -> Result<Rc<Loaded>, ApiError> {
     let now = js_sys::Date::now();
-    let fresh = SLOT.with_borrow(|slot| match slot {
-        Slot::Ready { loaded, checked_at } if now - checked_at < RECHECK_MS => Some(loaded.clone()),
+    let held = SLOT.with_borrow(|slot| match slot {
+        Slot::Ready { loaded, checked_at } => Some((loaded.clone(), *checked_at)),
         _ => None,
     });
-    if let Some(loaded) = fresh {
-        return Ok(loaded);
+    if let Some((loaded, checked_at)) = &held
+        && now - checked_at < RECHECK_MS
+    {
+        return Ok(loaded.clone());
     }
-    let generation = ask_host(env, "/generation").await?;
-    model_of(env, generation).await
+    match ask_host(env, "/generation").await {
+        Ok(generation) => model_of(env, generation).await,
+        // The Durable Object not answering does not take away the model an isolate holds: it
+        // goes on answering with it, out of date for as long as the object is away.
+        Err(error) => held.map(|(loaded, _)| loaded).ok_or(error),
+    }
 }
 
 /// Moves the generation on and loads the model again here; other isolates follow within
