@@ -301,8 +301,17 @@ pub fn predict_request(body: &str) -> Template {
 
 /// A 200 whose body holds a digit.
 pub fn answered(status: StatusCode, body: &load::Answer) -> Result<(), String> {
+    answer(status, body).map(drop)
+}
+
+/// The JSON of a 200 whose body holds a digit.
+pub fn answer(status: StatusCode, body: &load::Answer) -> Result<Value, String> {
     let answer: Value = serde_json::from_slice(&body.to_vec()).map_err(|e| format!("not JSON: {e}"))?;
-    if status == StatusCode::OK && answer["digit"].is_number() { Ok(()) } else { Err(format!("no digit in {answer}")) }
+    if status == StatusCode::OK && answer["digit"].is_number() {
+        Ok(answer)
+    } else {
+        Err(format!("no digit in {answer}"))
+    }
 }
 
 /// `bench-edge`: cold first requests, then warm requests per second and latency at each level

@@ -44,6 +44,7 @@ impl Template {
 }
 
 /// What a load run saw.
+#[derive(Default)]
 pub struct Report {
     /// Latencies of the answers that passed the check, in milliseconds, sorted.
     pub latencies_ms: Vec<f64>,
@@ -103,13 +104,7 @@ pub fn run(
         let tasks: Vec<_> = (0..connections)
             .map(|_| tokio::spawn(connection(address, template.clone(), next.clone(), total, check)))
             .collect();
-        let mut report = Report {
-            latencies_ms: Vec::with_capacity(total),
-            errors: 0,
-            first_error: None,
-            body_bytes: 0,
-            seconds: 0.0,
-        };
+        let mut report = Report::default();
         for task in tasks {
             let part = task.await.context("a client connection panicked")?;
             report.latencies_ms.extend(part.latencies_ms);
@@ -132,7 +127,7 @@ async fn connection(
     total: usize,
     check: Check,
 ) -> Report {
-    let mut report = Report { latencies_ms: Vec::new(), errors: 0, first_error: None, body_bytes: 0, seconds: 0.0 };
+    let mut report = Report::default();
     let mut sender = None;
     while next.fetch_add(1, Ordering::Relaxed) < total {
         let started = Instant::now();

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use train::data::{Split, sha256_hex};
 
-use super::{LocalWorker, agent, answered, build, call, predict_request};
+use super::{LocalWorker, agent, answer, build, call, predict_request};
 use crate::args::committed_model;
 use crate::load;
 
@@ -145,8 +145,7 @@ pub fn end_to_end(test: &Split) -> anyhow::Result<()> {
 
 /// A digit, from the isolate's first model.
 fn answered_by_the_first_load(status: axum::http::StatusCode, body: &load::Answer) -> Result<(), String> {
-    answered(status, body)?;
-    let answer: Value = serde_json::from_slice(&body.to_vec()).map_err(|e| e.to_string())?;
+    let answer = answer(status, body)?;
     if answer["model"]["loads"] != json!(1) {
         return Err(format!("answered by load {}", answer["model"]["loads"]));
     }
