@@ -18,6 +18,8 @@ extern crate std;
 use alloc::string::String;
 use core::fmt;
 
+#[cfg(feature = "bundled")]
+pub mod bundled;
 pub mod lean;
 #[cfg(feature = "burn")]
 mod model;
@@ -27,6 +29,8 @@ pub mod preprocess;
 #[cfg(feature = "wasm")]
 mod wasm;
 
+#[cfg(feature = "bundled")]
+pub use bundled::classify;
 #[cfg(feature = "burn")]
 pub use model::Model;
 

@@ -1,11 +1,13 @@
 //! `check`: what the code is held to before anything runs: rustfmt, clippy with warnings as
 //! errors, `infer` building without std, each feature on its own, for the browser and for
-//! a bare-metal microcontroller, the edge worker for wasm32, and xtask both without burn (as `cargo xtask` builds it) and
-//! with its optional features (GPU training, the dashboard).
+//! a bare-metal microcontroller, the firmware, the edge worker for wasm32, and xtask both
+//! without burn (as `cargo xtask` builds it) and with its optional features (GPU training,
+//! the dashboard).
 
 use anyhow::bail;
 
 use crate::args::committed_model;
+use crate::bundled;
 use crate::tools::{cargo, rust_component, rust_target};
 
 /// A microcontroller target (Cortex-M4F): no std, no allocator unless one is given.
@@ -14,14 +16,22 @@ const WASM: &str = "wasm32-unknown-unknown";
 
 /// `infer`'s features, each of which must build alone (`wgpu` is left to `build-web --backend
 /// wgpu`: it compiles burn's WebGPU stack, ten minutes here).
-const INFER_FEATURES: [&str; 6] = ["", "std", "record", "burn", "flex", "ndarray"];
+const INFER_FEATURES: [&str; 7] = ["", "std", "record", "bundled", "burn", "flex", "ndarray"];
 
 pub fn check() -> anyhow::Result<()> {
+    // `infer`'s `bundled` feature and the firmware include these weights: the committed
+    // model's stand in for whichever they are later built with.
+    bundled::write(&std::fs::read(committed_model())?)?;
     rust_component("rustfmt", "fmt")?;
     rust_component("clippy", "clippy")?;
     step("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
-    // The fuzz targets are a workspace of their own (`cargo xtask fuzz` builds them).
-    step("cargo fmt --check (fuzz/)", cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"]))?;
+    // The fuzz targets and the firmware are workspaces of their own.
+    for manifest in ["fuzz/Cargo.toml", "embedded/Cargo.toml"] {
+        step(
+            &format!("cargo fmt --check ({manifest})"),
+            cargo().args(["fmt", "--manifest-path", manifest, "--check"]),
+        )?;
+    }
     step(
         "cargo clippy -D warnings",
         cargo().args(["clippy", "--workspace", "--all-targets", "--features", "xtask/ml", "--", "-D", "warnings"]),
@@ -66,6 +76,13 @@ pub fn check() -> anyhow::Result<()> {
     step(
         "infer (lean model and model.bin reader) builds for a microcontroller",
         cargo().args(["build", "-p", "infer", "--no-default-features", "--features", "record", "--target", BARE_METAL]),
+    )?;
+    step(
+        "the firmware (embedded/) for the Cortex-M4F",
+        cargo()
+            .args(["clippy", "--manifest-path", "embedded/Cargo.toml", "--target", BARE_METAL, "--target-dir"])
+            .arg(crate::target_dir())
+            .args(["--", "-D", "warnings"]),
     )?;
     // Off by default, so nothing else here would notice if they stopped compiling.
     step(

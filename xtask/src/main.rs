@@ -8,6 +8,7 @@
 
 mod args;
 mod artifacts;
+mod bundled;
 mod checks;
 mod edge;
 mod fuzz;
@@ -24,6 +25,8 @@ mod full_build;
 
 #[cfg(feature = "ml")]
 mod bench;
+#[cfg(feature = "ml")]
+mod embedded;
 #[cfg(feature = "ml")]
 mod eval;
 #[cfg(feature = "ml")]
@@ -93,6 +96,10 @@ enum Command {
     /// Fuzz the parsers of outside bytes with libFuzzer (nightly, cargo-fuzz).
     Fuzz(fuzz::FuzzArgs),
     #[cfg(feature = "ml")]
+    /// Run the int8 model as Cortex-M4F firmware under QEMU on test digits, checked against
+    /// native, and measure its flash and RAM.
+    Embedded(embedded::EmbeddedArgs),
+    #[cfg(feature = "ml")]
     /// Classify PNG/JPEG files with the committed model.
     Predict(predict::PredictArgs),
     #[cfg(feature = "ml")]
@@ -138,6 +145,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::BenchServe(args) => serve::bench_serve(&args),
         Command::BenchWeb(args) => web::bench_web(&args),
+        #[cfg(feature = "ml")]
+        Command::Embedded(args) => embedded::embedded(&args),
         #[cfg(feature = "ml")]
         Command::Predict(args) => predict::predict(args),
         #[cfg(feature = "ml")]

@@ -7,7 +7,7 @@ use crate::args::{DataArgs, GATE, committed_model};
 use crate::eval::ModelFile;
 use crate::scores::Scorer;
 use crate::tools::cargo;
-use crate::{checks, edge, fuzz, reproduce, web};
+use crate::{checks, edge, embedded, fuzz, reproduce, web};
 
 /// What CI checks is the committed state, so there is no model to choose.
 #[derive(Args, Debug)]
@@ -22,7 +22,8 @@ pub struct TestArgs {
 /// The code is formatted and lint-free and `infer` builds without std; the committed model
 /// passes the gate and is what the recipe makes from scratch; the workspace tests pass
 /// (release: they train); the page is driven end to end in headless Chromium, and the edge
-/// worker end to end under wrangler; and each fuzz target for a few seconds.
+/// worker end to end under wrangler; the firmware on 1,000 digits under QEMU, within its
+/// budget; and each fuzz target for a few seconds.
 pub fn test(args: TestArgs) -> anyhow::Result<()> {
     checks::check()?;
     let model = ModelFile::read(committed_model())?;
@@ -52,5 +53,8 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     }
     web::end_to_end(&mnist.test)?;
     edge::end_to_end(&mnist.test)?;
+    let firmware = embedded::run(&std::fs::read(committed_model())?, &args.data, embedded::DIGITS)?;
+    firmware.print();
+    firmware.check()?;
     fuzz::fuzz(&fuzz::FuzzArgs::brief())
 }

@@ -144,7 +144,32 @@ pub fn chromium() -> anyhow::Result<PathBuf> {
             path.display()
         );
     }
-    println!("installing Chromium for the browser test (apt-get install chromium)");
+    apt_install("chromium", "the browser test")?;
+    Ok(path)
+}
+
+/// QEMU for Arm, which runs the firmware (`cargo xtask embedded`): from PATH; on a CI machine
+/// installed with apt when missing, elsewhere the error names the command. (The full build's:
+/// the run reads MNIST.)
+#[cfg(feature = "ml")]
+pub fn qemu_system_arm() -> anyhow::Result<PathBuf> {
+    let qemu = PathBuf::from("qemu-system-arm");
+    let found = || Command::new(&qemu).arg("--version").output().is_ok_and(|out| out.status.success());
+    if found() {
+        return Ok(qemu);
+    }
+    if std::env::var_os("CI").is_none() {
+        bail!(
+            "the firmware runs under qemu-system-arm: install it with `sudo apt-get install qemu-system-arm` (Debian, Ubuntu)"
+        );
+    }
+    apt_install("qemu-system-arm", "the firmware's run")?;
+    Ok(qemu)
+}
+
+/// Installs a Debian package with apt-get (through sudo unless root), saying what needs it.
+fn apt_install(package: &str, needed_by: &str) -> anyhow::Result<()> {
+    println!("installing {package} for {needed_by} (apt-get install {package})");
     let as_root = Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.trim_ascii() == b"0");
     let apt_get = || {
         let mut command = Command::new(if as_root { "apt-get" } else { "sudo" });
@@ -154,8 +179,7 @@ pub fn chromium() -> anyhow::Result<PathBuf> {
         command
     };
     run(apt_get().args(["update", "-qq"]))?;
-    run(apt_get().args(["install", "-y", "-qq", "--no-install-recommends", "chromium"]))?;
-    Ok(path)
+    run(apt_get().args(["install", "-y", "-qq", "--no-install-recommends", package]))
 }
 
 /// binaryen's wasm-opt: from the project's npm packages, else PATH.

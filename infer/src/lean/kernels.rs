@@ -125,8 +125,13 @@ pub fn relu_in_place(values: &mut [f32]) {
 #[inline(always)]
 pub fn gelu_in_place(values: &mut [f32]) {
     for v in values {
-        *v = 0.5 * *v * (1.0 + erf(*v * core::f32::consts::FRAC_1_SQRT_2));
+        *v = gelu(*v);
     }
+}
+
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// erf for f32 as a rational function of x, accurate to a few ulp: erf is ±1 in f32 beyond
@@ -160,7 +165,7 @@ pub fn softmax(logits: [f32; crate::NUM_CLASSES]) -> [f32; crate::NUM_CLASSES] {
 
 /// The larger of two values, in the form that lowers to one SIMD max instruction.
 #[inline(always)]
-fn max(a: f32, b: f32) -> f32 {
+pub fn max(a: f32, b: f32) -> f32 {
     if a > b { a } else { b }
 }
 

@@ -8,9 +8,11 @@
 //!
 //! The burn model is the reference: tests hold the two to the same probabilities.
 
+mod int8;
 pub(crate) mod kernels;
 mod weights;
 
+pub use int8::Int8Model;
 pub use weights::{Precision, Weights};
 
 use alloc::vec;
@@ -20,8 +22,8 @@ use crate::{CONV_CHANNELS, FEATURE_SIDE, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLAS
 use kernels::{BLOCK, Dense, conv3x3, gelu_in_place, max_pool_2x2, relu_in_place, softmax};
 
 /// 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5.
-const CONV1_SIDE: usize = IMAGE_SIZE - 2;
-const POOL1_SIDE: usize = CONV1_SIDE / 2;
+pub(crate) const CONV1_SIDE: usize = IMAGE_SIZE - 2;
+pub(crate) const POOL1_SIDE: usize = CONV1_SIDE / 2;
 /// conv2's output is 11x11, but pooling drops its last row and column, so only the 10x10
 /// that pooling reads is computed: a fifth less work than the whole map.
 const CONV2_USED: usize = 2 * FEATURE_SIDE;

@@ -181,53 +181,75 @@ impl Weights {
     /// Reads the byte format; any precision. Refuses a wrong magic, precision or length, and
     /// values that are not finite.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadError> {
-        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-            return Err(LoadError::Format("no LEANWT01 header (not lean weights)".into()));
-        }
-        let precision = Precision::ALL
-            .into_iter()
-            .find(|p| p.code() == bytes[8])
-            .ok_or_else(|| LoadError::Format(format!("unknown precision code {}", bytes[8])))?;
-        if bytes.len() != precision.file_bytes() {
-            return Err(LoadError::Shape(format!(
-                "{} lean weights take {} bytes, the file has {}",
-                precision.name(),
-                precision.file_bytes(),
-                bytes.len()
-            )));
-        }
-        let mut rest = &bytes[HEADER..];
-        let mut take = |n: usize| {
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            head
-        };
-        let f32s =
-            |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
-        let layers = SHAPES.map(|(outputs, fan_in)| {
+        let (precision, sections) = sections(bytes)?;
+        let layers = sections.map(|section| {
             let weight = match precision {
-                Precision::F32 => f32s(take(4 * outputs * fan_in)),
-                Precision::F16 => take(2 * outputs * fan_in)
-                    .chunks_exact(2)
-                    .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                Precision::Int8 => {
-                    let scales = f32s(take(4 * outputs));
-                    let values = take(outputs * fan_in);
-                    values
-                        .chunks_exact(fan_in)
-                        .zip(scales)
-                        .flat_map(|(row, s)| row.iter().map(move |&q| q as i8 as f32 * s))
-                        .collect()
+                Precision::F32 => f32s(section.weights).collect(),
+                Precision::F16 => {
+                    section.weights.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
                 }
+                Precision::Int8 => section
+                    .weights
+                    .chunks_exact(section.fan_in)
+                    .zip(f32s(section.scales))
+                    .flat_map(|(row, s)| row.iter().map(move |&q| q as i8 as f32 * s))
+                    .collect(),
             };
-            Layer { outputs, fan_in, weight, bias: f32s(take(4 * outputs)) }
+            Layer { outputs: section.outputs, fan_in: section.fan_in, weight, bias: f32s(section.bias).collect() }
         });
         if layers.iter().flat_map(|l| l.weight.iter().chain(&l.bias)).any(|v| !v.is_finite()) {
             return Err(LoadError::Format("a weight is NaN or infinite".into()));
         }
         Ok(Weights { layers })
     }
+}
+
+/// One layer's bytes in the format, split but not decoded.
+pub(crate) struct Section<'a> {
+    pub outputs: usize,
+    pub fan_in: usize,
+    /// The rows of weights, in the file's precision.
+    pub weights: &'a [u8],
+    /// For int8, one f32 scale per row; empty otherwise.
+    pub scales: &'a [u8],
+    /// One f32 per output.
+    pub bias: &'a [u8],
+}
+
+/// Splits the byte format into its layers after checking its magic, precision and length.
+pub(crate) fn sections(bytes: &[u8]) -> Result<(Precision, [Section<'_>; 5]), LoadError> {
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(LoadError::Format("no LEANWT01 header (not lean weights)".into()));
+    }
+    let precision = Precision::ALL
+        .into_iter()
+        .find(|p| p.code() == bytes[8])
+        .ok_or_else(|| LoadError::Format(format!("unknown precision code {}", bytes[8])))?;
+    if bytes.len() != precision.file_bytes() {
+        return Err(LoadError::Shape(format!(
+            "{} lean weights take {} bytes, the file has {}",
+            precision.name(),
+            precision.file_bytes(),
+            bytes.len()
+        )));
+    }
+    let mut rest = &bytes[HEADER..];
+    let mut take = |n: usize| {
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        head
+    };
+    let sections = SHAPES.map(|(outputs, fan_in)| {
+        let scales = take(if precision == Precision::Int8 { 4 * outputs } else { 0 });
+        let weights = take(precision.layer_bytes(outputs, fan_in) - scales.len());
+        Section { outputs, fan_in, weights, scales, bias: take(4 * outputs) }
+    });
+    Ok((precision, sections))
+}
+
+/// Little-endian f32s.
+pub(crate) fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 #[cfg(test)]
