@@ -18,7 +18,7 @@ use crate::tools::{cargo, qemu_system_arm, rust_target};
 use crate::{bundled, target_dir};
 
 /// Cortex-M4F with its FPU: what the firmware is built for.
-const TARGET: &str = "thumbv7em-none-eabihf";
+pub const TARGET: &str = "thumbv7em-none-eabihf";
 /// The budget, which `embedded/memory.x` also gives the linker.
 const FLASH_BUDGET: u64 = 320 * 1024;
 const RAM_BUDGET: u64 = 96 * 1024;
@@ -51,6 +51,8 @@ pub fn embedded(args: &EmbeddedArgs) -> anyhow::Result<()> {
 
 /// What a run of the firmware showed.
 pub struct Report {
+    /// The firmware that ran.
+    pub elf: PathBuf,
     pub digits: usize,
     pub same_digit: usize,
     /// Digits the firmware got right, against MNIST's labels.
@@ -134,6 +136,7 @@ pub fn run(model_bin: &[u8], data: &DataArgs, digits: usize) -> anyhow::Result<R
     }
     let (flash, statics) = footprint(&elf)?;
     Ok(Report {
+        elf,
         digits,
         same_digit,
         correct,

@@ -30,6 +30,10 @@ mod embedded;
 #[cfg(feature = "ml")]
 mod eval;
 #[cfg(feature = "ml")]
+mod export;
+#[cfg(feature = "ml")]
+mod package;
+#[cfg(feature = "ml")]
 mod photos;
 #[cfg(feature = "ml")]
 mod predict;
@@ -96,6 +100,10 @@ enum Command {
     /// Fuzz the parsers of outside bytes with libFuzzer (nightly, cargo-fuzz).
     Fuzz(fuzz::FuzzArgs),
     #[cfg(feature = "ml")]
+    /// Build and check a release of a model: web bundle, packaged crate, firmware, ONNX,
+    /// safetensors, with a manifest and SHA256SUMS.
+    Package(package::PackageArgs),
+    #[cfg(feature = "ml")]
     /// Run the int8 model as Cortex-M4F firmware under QEMU on test digits, checked against
     /// native, and measure its flash and RAM.
     Embedded(embedded::EmbeddedArgs),
@@ -145,6 +153,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::BenchServe(args) => serve::bench_serve(&args),
         Command::BenchWeb(args) => web::bench_web(&args),
+        #[cfg(feature = "ml")]
+        Command::Package(args) => package::package(&args),
         #[cfg(feature = "ml")]
         Command::Embedded(args) => embedded::embedded(&args),
         #[cfg(feature = "ml")]

@@ -167,6 +167,28 @@ pub fn qemu_system_arm() -> anyhow::Result<PathBuf> {
     Ok(qemu)
 }
 
+/// A Python with ONNX Runtime, pinned by `xtask/requirements.txt`, in `target/python`:
+/// created with venv and pip from PyPI when missing or installed from another list, saying so.
+#[cfg(feature = "ml")]
+pub fn onnxruntime_python() -> anyhow::Result<PathBuf> {
+    let venv = crate::target_dir().join("python");
+    let python = venv.join("bin/python");
+    let requirements = root().join("xtask/requirements.txt");
+    let wanted = fs::read_to_string(&requirements)?;
+    let installed = venv.join("installed-requirements.txt");
+    if python.is_file() && fs::read_to_string(&installed).is_ok_and(|list| list == wanted) {
+        return Ok(python);
+    }
+    println!(
+        "installing ONNX Runtime into {} (python3 -m venv; pip install -r xtask/requirements.txt)",
+        venv.display()
+    );
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context("ONNX Runtime needs Python 3 with venv")?;
+    run(Command::new(&python).args(["-m", "pip", "install", "-q", "-r"]).arg(&requirements))?;
+    fs::write(installed, wanted)?;
+    Ok(python)
+}
+
 /// Installs a Debian package with apt-get (through sudo unless root), saying what needs it.
 fn apt_install(package: &str, needed_by: &str) -> anyhow::Result<()> {
     println!("installing {package} for {needed_by} (apt-get install {package})");

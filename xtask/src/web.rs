@@ -81,6 +81,9 @@ pub struct BuildWebArgs {
     pub weights: WeightsChoice,
     #[command(flatten)]
     pub data: DataArgs,
+    /// The model to build from [default: artifacts/model.bin].
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
 }
 
 impl BuildWebArgs {
@@ -92,6 +95,7 @@ impl BuildWebArgs {
             backend: WebBackend::Lean,
             weights: WeightsChoice::Auto,
             data: DataArgs::default(),
+            model: None,
         }
     }
 
@@ -129,7 +133,7 @@ pub struct Bundle {
 /// Builds the bundle `args` describe into `out` (replacing it whole) and prints its sizes;
 /// `scorer` knows or measures the test accuracies the gate and the choice of weights need.
 pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> anyhow::Result<Bundle> {
-    let model_path = committed_model();
+    let model_path = args.model.clone().unwrap_or_else(committed_model);
     let model_bin = fs::read(&model_path).with_context(|| format!("cannot read {}", model_path.display()))?;
     // Read as the lean model and the worker read it (no burn needed), which checks every
     // tensor's shape and that it holds no NaN or infinity.

@@ -1,0 +1,363 @@
+//! `package`: a release, made from one `model.bin` and checked as it is made, in
+//! `target/release-bundle/mnist-<short sha>/`. `train` runs it after the accuracy gate.
+//!
+//! Each file carries the model's short SHA-256: the record, `model.safetensors` and
+//! `model.onnx`; the web bundle as a folder and a `.tar.gz`; the `infer` crate packaged by
+//! `cargo package` with the int8 weights inside; and the Cortex-M4F firmware. `manifest.json`
+//! gives the model's hash, the test accuracy of each weight format and every file's size,
+//! and `SHA256SUMS` every file's hash. The folder is staged beside its final place and
+//! renamed into it only when every check has passed:
+//! - the packaged crate is built offline by a small downstream crate, for the Cortex-M4F
+//!   (so with no std) and natively, where its test classifies test digits as native does,
+//!   and without burn in its dependency tree;
+//! - ONNX Runtime runs `model.onnx` on all 10,000 test images: the same digit as the burn
+//!   model on every one, probabilities within 1e-5;
+//! - `model.safetensors` reads back, tensor for tensor, as the record's;
+//! - the firmware answers 1,000 test digits as the native int8 model does, within budget.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+use infer::lean::Int8Model;
+use infer::{NUM_CLASSES, PIXELS};
+use serde::Serialize;
+use train::data::Split;
+
+use crate::args::{DataArgs, GATE, check_gate, committed_model};
+use crate::embedded;
+use crate::export::{self, safetensors};
+use crate::scores::{Scorer, sha256_hex};
+use crate::tools::{cargo, onnxruntime_python, run};
+use crate::web::{self, BuildWebArgs};
+use crate::{bundled, target_dir};
+
+/// How far ONNX Runtime's probabilities may be from the burn model's.
+const ONNX_TOLERANCE: f32 = 1e-5;
+/// Test digits the downstream crate's test classifies.
+const DOWNSTREAM_DIGITS: usize = 20;
+
+#[derive(Args, Debug)]
+pub struct PackageArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The model to release [default: artifacts/model.bin].
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Minimum test accuracy of the model.
+    #[arg(long, default_value_t = GATE)]
+    pub target: f64,
+    /// Where the release folder goes [default: target/release-bundle].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+pub fn package(args: &PackageArgs) -> anyhow::Result<()> {
+    let model = args.model.clone().unwrap_or_else(committed_model);
+    let out = args.out.clone().unwrap_or_else(default_out);
+    release(&model, &args.data, args.target, &out).map(|_| ())
+}
+
+pub fn default_out() -> PathBuf {
+    target_dir().join("release-bundle")
+}
+
+/// What `manifest.json` says.
+#[derive(Serialize)]
+struct Manifest {
+    model_sha256: String,
+    /// Test accuracy (of 10,000) of each form of the weights, as what deploys it computes.
+    test_accuracy: BTreeMap<String, f64>,
+    onnx: OnnxCheck,
+    firmware: Firmware,
+    /// Every file's size in bytes, by path in the release.
+    files: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+struct OnnxCheck {
+    images: usize,
+    same_digit: usize,
+    largest_probability_difference: f32,
+}
+
+#[derive(Serialize)]
+struct Firmware {
+    digits: usize,
+    same_as_native: usize,
+    flash_bytes: u64,
+    ram_bytes: u64,
+    stack_bytes: u64,
+}
+
+/// Builds, checks and writes the release of the model at `model`; its folder.
+pub fn release(model: &Path, data: &DataArgs, target: f64, out: &Path) -> anyhow::Result<PathBuf> {
+    let model_bin = fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+    let sha = sha256_hex(&model_bin);
+    let short = &sha[..12];
+    let name = format!("mnist-{short}");
+    println!("packaging {} (sha256 {sha}) into {}", model.display(), out.join(&name).display());
+    let test = data.load_test()?;
+
+    let mut scorer = Scorer::new(data.clone())?;
+    let burn_accuracy = scorer.accuracy("model.bin", &model_bin)?;
+    check_gate(burn_accuracy, target)?;
+    let mut test_accuracy = BTreeMap::from([("model.bin (burn, f32)".to_string(), burn_accuracy)]);
+    for precision in infer::lean::Precision::ALL {
+        let bytes = infer::lean::Weights::from_record(&model_bin)?.to_bytes(precision);
+        let label = format!("lean {} (decoded to f32, as the browser runs it)", precision.name());
+        test_accuracy.insert(label.clone(), scorer.accuracy(&label, &bytes)?);
+    }
+
+    fs::create_dir_all(out)?;
+    let staging = tempfile::Builder::new().prefix(".staging-").tempdir_in(out)?;
+    let dir = staging.path();
+    let metadata = HashMap::from([
+        ("model_sha256".to_string(), sha.clone()),
+        ("input".to_string(), "grey 28x28, 0 = paper, 255 = ink, normalised (x / 255 - 0.1307) / 0.3081".to_string()),
+    ]);
+    fs::write(dir.join(format!("model-{short}.bin")), &model_bin)?;
+
+    let tensors = safetensors::to_bytes(&model_bin, {
+        let mut metadata = metadata.clone();
+        metadata.insert("format".into(), "pt".into());
+        metadata
+    })?;
+    check_safetensors(&model_bin, &tensors)?;
+    fs::write(dir.join(format!("model-{short}.safetensors")), &tensors)?;
+
+    let onnx_path = dir.join(format!("model-{short}.onnx"));
+    fs::write(&onnx_path, export::onnx::to_bytes(&model_bin, metadata)?)?;
+    let (onnx, onnx_accuracy) = check_onnx(&onnx_path, &model_bin, &test)?;
+    test_accuracy.insert("model.onnx (ONNX Runtime, f32)".into(), onnx_accuracy);
+
+    let int8 = bundled::write(&model_bin)?;
+    test_accuracy.insert("int8 computed as int8 (the crate, the firmware)".into(), int8_accuracy(&int8, &test)?);
+    let krate = package_crate(dir, short)?;
+    check_downstream(&krate, &int8, &test)?;
+
+    let firmware = embedded::run(&model_bin, data, embedded::DIGITS)?;
+    firmware.print();
+    firmware.check()?;
+    fs::copy(&firmware.elf, dir.join(format!("firmware-{short}.elf")))?;
+
+    let web_dir = dir.join(format!("web-{short}"));
+    let web_args =
+        BuildWebArgs { model: Some(model.to_path_buf()), data: data.clone(), ..BuildWebArgs::default_build(true) };
+    web::build_bundle(&web_args, &mut scorer, &web_dir)?;
+    fs::write(dir.join(format!("web-{short}.tar.gz")), tar_gz(&web_dir, &format!("web-{short}"))?)?;
+
+    let files = list_files(dir)?;
+    let manifest = Manifest {
+        model_sha256: sha.clone(),
+        test_accuracy,
+        onnx,
+        firmware: Firmware {
+            digits: firmware.digits,
+            same_as_native: firmware.same_digit,
+            flash_bytes: firmware.flash,
+            ram_bytes: firmware.ram(),
+            stack_bytes: firmware.stack,
+        },
+        files: files.iter().map(|(path, bytes)| (path.clone(), bytes.len() as u64)).collect(),
+    };
+    fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
+    let sums: String =
+        list_files(dir)?.iter().map(|(path, bytes)| format!("{}  {path}\n", sha256_hex(bytes))).collect();
+    fs::write(dir.join("SHA256SUMS"), sums)?;
+
+    let release = out.join(&name);
+    if release.exists() {
+        fs::remove_dir_all(&release)?;
+    }
+    fs::rename(staging.keep(), &release)?;
+    println!("| file | bytes |");
+    println!("| --- | ---: |");
+    for (path, bytes) in &manifest.files {
+        if !path.starts_with(&format!("web-{short}/")) {
+            println!("| {path} | {bytes} |");
+        }
+    }
+    for (label, accuracy) in &manifest.test_accuracy {
+        println!("test accuracy, {label}: {:.2}%", 100.0 * accuracy);
+    }
+    println!("release written to {}", release.display());
+    Ok(release)
+}
+
+/// Every file under `dir`, by path relative to it (`/`-separated), sorted.
+fn list_files(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in fs::read_dir(&folder)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
+                files.push((relative, fs::read(&path)?));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn tar_gz(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best()));
+    archive.mode(tar::HeaderMode::Deterministic);
+    archive.append_dir_all(name, dir)?;
+    Ok(archive.into_inner()?.finish()?)
+}
+
+/// The safetensors file read back with the `safetensors` crate holds exactly the record's
+/// tensors in PyTorch's layout.
+fn check_safetensors(model_bin: &[u8], bytes: &[u8]) -> anyhow::Result<()> {
+    let expected = export::torch_tensors(model_bin)?;
+    let back = safetensors::read(bytes)?;
+    ensure!(back.len() == expected.len(), "model.safetensors holds {} tensors, not {}", back.len(), expected.len());
+    for tensor in &expected {
+        let ours = back.iter().find(|t| t.name == tensor.name).with_context(|| format!("no {}", tensor.name))?;
+        ensure!(ours.shape == tensor.shape && ours.values == tensor.values, "{} does not read back", tensor.name);
+    }
+    println!("model.safetensors: {} tensors read back as written", back.len());
+    Ok(())
+}
+
+/// Runs `model.onnx` in ONNX Runtime on every test image and compares with the burn model.
+fn check_onnx(onnx: &Path, model_bin: &[u8], test: &Split) -> anyhow::Result<(OnnxCheck, f64)> {
+    let work = tempfile::tempdir()?;
+    let (images, output) = (work.path().join("images.bin"), work.path().join("probabilities.bin"));
+    fs::write(&images, &test.images)?;
+    run(Command::new(onnxruntime_python()?)
+        .arg("-c")
+        .arg(include_str!("export/onnxruntime.py"))
+        .arg(onnx)
+        .arg(&images)
+        .arg(&output))?;
+    let values: Vec<f32> =
+        fs::read(&output)?.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    ensure!(values.len() == test.len() * NUM_CLASSES, "ONNX Runtime answered {} values", values.len());
+
+    let device = burn::tensor::Device::flex();
+    let model = infer::Model::from_bytes(model_bin, &device)?;
+    let (mut same_digit, mut correct, mut worst) = (0, 0, 0.0f32);
+    for (start, rows) in (0..test.len()).step_by(1000).zip(values.chunks(1000 * NUM_CLASSES)) {
+        let end = (start + 1000).min(test.len());
+        let pixels = test.images[start * PIXELS..end * PIXELS].iter().map(|&g| infer::normalise(g)).collect();
+        for (i, (native, onnx)) in model.probabilities(pixels, &device).iter().zip(rows.chunks(NUM_CLASSES)).enumerate()
+        {
+            let digit = infer::argmax(onnx);
+            same_digit += usize::from(digit == infer::argmax(native));
+            correct += usize::from(digit == usize::from(test.labels[start + i]));
+            worst = native.iter().zip(onnx).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+        }
+    }
+    println!(
+        "model.onnx in ONNX Runtime: the burn model's digit on {same_digit} / {} test images, probabilities within {worst:.1e}",
+        test.len()
+    );
+    ensure!(same_digit == test.len(), "ONNX Runtime and the burn model differ on {} images", test.len() - same_digit);
+    ensure!(worst <= ONNX_TOLERANCE, "a probability differs by {worst:.1e} (tolerance {ONNX_TOLERANCE:.0e})");
+    let check = OnnxCheck { images: test.len(), same_digit, largest_probability_difference: worst };
+    Ok((check, correct as f64 / test.len() as f64))
+}
+
+fn int8_accuracy(int8: &[u8], test: &Split) -> anyhow::Result<f64> {
+    let model = Int8Model::from_bytes(int8)?;
+    let correct = (0..test.len())
+        .filter(|&i| model.classify(test.image(i).try_into().unwrap()).digit == usize::from(test.labels[i]))
+        .count();
+    Ok(correct as f64 / test.len() as f64)
+}
+
+/// `cargo package` of `infer`, its bundled weights just written; the `.crate` in `dir`.
+fn package_crate(dir: &Path, short: &str) -> anyhow::Result<PathBuf> {
+    // Not verified by cargo, which would build its default features (burn): the downstream
+    // crate builds what a user builds.
+    run(cargo()
+        .args(["package", "-p", "infer", "--allow-dirty", "--no-verify", "--offline", "--target-dir"])
+        .arg(target_dir()))?;
+    let version = crate::tools::locked_version("infer")?;
+    let packaged = target_dir().join(format!("package/infer-{version}.crate"));
+    let listing = crate_files(&fs::read(&packaged)?)?;
+    ensure!(
+        listing.iter().any(|f| f.ends_with("/bundled/model.lean")),
+        "the packaged crate lacks its weights (bundled/model.lean)"
+    );
+    let krate = dir.join(format!("infer-{version}-{short}.crate"));
+    fs::copy(&packaged, &krate)?;
+    Ok(krate)
+}
+
+fn crate_files(krate: &[u8]) -> anyhow::Result<Vec<String>> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(krate));
+    archive.entries()?.map(|entry| Ok(entry?.path()?.to_string_lossy().into_owned())).collect()
+}
+
+/// A downstream crate that depends on the packaged `.crate` alone, built offline: for the
+/// Cortex-M4F (no std) and natively, where its test classifies the first test digits and
+/// must give the native int8 model's digits; and its dependency tree must hold no burn.
+fn check_downstream(krate: &Path, int8: &[u8], test: &Split) -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(krate)?)).unpack(work.path())?;
+    let unpacked = fs::read_dir(work.path())?.next().context("the .crate is empty")??.path();
+    let downstream = work.path().join("downstream");
+    fs::create_dir_all(downstream.join("src"))?;
+    fs::create_dir_all(downstream.join("tests"))?;
+    fs::write(
+        downstream.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"downstream\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n\
+             infer = {{ path = {:?}, default-features = false, features = [\"bundled\"] }}\n\n[workspace]\n",
+            unpacked.display().to_string()
+        ),
+    )?;
+    fs::write(
+        downstream.join("src/lib.rs"),
+        "#![no_std]\n\n/// The packaged model's digit for a 28x28 grey image.\n\
+         pub fn digit(image: &[u8; 784]) -> usize {\n    infer::classify(image).digit\n}\n",
+    )?;
+    let model = Int8Model::from_bytes(int8)?;
+    let expected: Vec<String> =
+        (0..DOWNSTREAM_DIGITS).map(|i| model.classify(test.image(i).try_into().unwrap()).digit.to_string()).collect();
+    fs::write(downstream.join("tests/digits.bin"), &test.images[..DOWNSTREAM_DIGITS * PIXELS])?;
+    fs::write(
+        downstream.join("tests/digits.rs"),
+        format!(
+            "#[test]\nfn classifies_test_digits_as_native_does() {{\n    \
+             let images = include_bytes!(\"digits.bin\");\n    \
+             let digits: Vec<usize> = images.chunks_exact(784).map(|i| downstream::digit(i.try_into().unwrap())).collect();\n    \
+             assert_eq!(digits, [{}]);\n}}\n",
+            expected.join(", ")
+        ),
+    )?;
+    let in_downstream = |args: &[&str]| {
+        let mut command = cargo();
+        command
+            .current_dir(&downstream)
+            .args(args)
+            .arg("--offline")
+            .env("CARGO_TARGET_DIR", target_dir().join("downstream"));
+        command
+    };
+    crate::tools::rust_target(embedded::TARGET)?;
+    run(&mut in_downstream(&["build", "--release", "--target", embedded::TARGET]))
+        .context("the packaged crate does not build without std")?;
+    run(&mut in_downstream(&["test", "--release"])).context("the downstream crate's test failed")?;
+    let tree = in_downstream(&["tree", "-e", "normal"]).output()?;
+    ensure!(tree.status.success(), "cargo tree failed");
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    if tree.contains("burn") {
+        bail!("the packaged crate pulls in burn:\n{tree}");
+    }
+    println!(
+        "downstream crate: built offline for {} and natively, {DOWNSTREAM_DIGITS} digits as native, no burn",
+        embedded::TARGET
+    );
+    Ok(())
+}
