@@ -65,6 +65,36 @@ pub fn default_out() -> PathBuf {
     target_dir().join("release-bundle")
 }
 
+/// The release folder's name for a model: `mnist-` and the first 12 hex digits of its SHA-256.
+pub fn folder_name(model_bin: &[u8]) -> String {
+    format!("mnist-{}", &sha256_hex(model_bin)[..12])
+}
+
+/// Checks that a release folder is complete: every kind of file there, and every file's
+/// SHA-256 as `SHA256SUMS` lists it, and no file it does not list.
+pub fn verify(release: &Path) -> anyhow::Result<()> {
+    let sums = fs::read_to_string(release.join("SHA256SUMS"))
+        .with_context(|| format!("{}: no SHA256SUMS", release.display()))?;
+    let mut listed = Vec::new();
+    for line in sums.lines() {
+        let (sum, path) =
+            line.split_once("  ").with_context(|| format!("SHA256SUMS: a line without a hash and a path: {line:?}"))?;
+        let bytes = fs::read(release.join(path)).with_context(|| format!("{path} is listed but missing"))?;
+        ensure!(sha256_hex(&bytes) == sum, "{path} does not match its SHA-256 in SHA256SUMS");
+        listed.push(path.to_string());
+    }
+    let present: Vec<String> =
+        list_files(release)?.into_iter().map(|(path, _)| path).filter(|p| p != "SHA256SUMS").collect();
+    ensure!(present == listed, "SHA256SUMS does not list exactly the release's files");
+    for suffix in
+        ["manifest.json", ".bin", ".onnx", ".safetensors", ".crate", ".elf", ".tar.gz", "/index.html", "/infer_bg.wasm"]
+    {
+        ensure!(listed.iter().any(|p| p.ends_with(suffix)), "the release has no {suffix} file");
+    }
+    println!("release {} is complete: {} files, each as SHA256SUMS lists it", release.display(), listed.len());
+    Ok(())
+}
+
 /// What `manifest.json` says.
 #[derive(Serialize)]
 struct Manifest {
@@ -98,7 +128,7 @@ pub fn release(model: &Path, data: &DataArgs, target: f64, out: &Path) -> anyhow
     let model_bin = fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
     let sha = sha256_hex(&model_bin);
     let short = &sha[..12];
-    let name = format!("mnist-{short}");
+    let name = folder_name(&model_bin);
     println!("packaging {} (sha256 {sha}) into {}", model.display(), out.join(&name).display());
     let test = data.load_test()?;
 

@@ -1,13 +1,15 @@
 //! `test`: what CI runs, cheapest check first.
 
+use std::process::Command;
+
 use anyhow::bail;
 use clap::Args;
 
 use crate::args::{DataArgs, GATE, committed_model};
 use crate::eval::ModelFile;
 use crate::scores::Scorer;
-use crate::tools::cargo;
-use crate::{checks, edge, embedded, fuzz, reproduce, web};
+use crate::tools::{cargo, run};
+use crate::{checks, edge, fuzz, package, reproduce, web};
 
 /// What CI checks is the committed state, so there is no model to choose.
 #[derive(Args, Debug)]
@@ -22,8 +24,8 @@ pub struct TestArgs {
 /// The code is formatted and lint-free and `infer` builds without std; the committed model
 /// passes the gate and is what the recipe makes from scratch; the workspace tests pass
 /// (release: they train); the page is driven end to end in headless Chromium, and the edge
-/// worker end to end under wrangler; the firmware on 1,000 digits under QEMU, within its
-/// budget; and each fuzz target for a few seconds.
+/// worker end to end under wrangler; a one-epoch `train` carried through to a complete,
+/// checked release; and each fuzz target for a few seconds.
 pub fn test(args: TestArgs) -> anyhow::Result<()> {
     checks::check()?;
     let model = ModelFile::read(committed_model())?;
@@ -53,8 +55,22 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     }
     web::end_to_end(&mnist.test)?;
     edge::end_to_end(&mnist.test)?;
-    let firmware = embedded::run(&std::fs::read(committed_model())?, &args.data, embedded::DIGITS)?;
-    firmware.print();
-    firmware.check()?;
+    release_from_fresh_training(&args.data)?;
     fuzz::fuzz(&fuzz::FuzzArgs::brief())
+}
+
+/// `cargo xtask train --epochs 1 --target 0 --out <tmp>`, as a user runs it: training, the
+/// gate, and the release `package` makes and checks (ONNX Runtime on every test image, the
+/// packaged crate built downstream, the firmware under QEMU); then the folder is checked
+/// against its SHA256SUMS.
+fn release_from_fresh_training(data: &DataArgs) -> anyhow::Result<()> {
+    let out = tempfile::tempdir()?;
+    let mut train = Command::new(std::env::current_exe()?);
+    train.args(["train", "--epochs", "1", "--target", "0", "--out"]).arg(out.path());
+    if let Some(dir) = &data.data_dir {
+        train.arg("--data-dir").arg(dir);
+    }
+    run(&mut train)?;
+    let model_bin = std::fs::read(out.path().join("model.bin"))?;
+    package::verify(&package::default_out().join(package::folder_name(&model_bin)))
 }

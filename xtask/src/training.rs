@@ -1,4 +1,5 @@
-//! `train`: the recipe run on MNIST, gated on test accuracy, its artifacts written whole.
+//! `train`: the recipe run on MNIST, gated on test accuracy, its artifacts written whole,
+//! and then (unless `--no-package`) the release made from them (`package`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use train::training::{self, Backend, RunOptions, TrainingConfig};
 use crate::args::{BackendArg, DataArgs, GATE};
 use crate::artifacts;
 use crate::eval::print_evaluation;
+use crate::package;
 use crate::root;
 use crate::scores::{self, Scorable};
 
@@ -80,6 +82,9 @@ pub struct TrainArgs {
     /// Where model.bin, metrics.json and the plots go [default: artifacts].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Stop at the model: no release folder (`cargo xtask package` makes one later).
+    #[arg(long)]
+    no_package: bool,
 }
 
 pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
@@ -162,5 +167,9 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     artifacts::replace_all(&out, &files).with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {} (model sha256 {})", out.display(), metrics.model_sha256);
     println!("{:.0} s from start to gated model.bin", started.elapsed().as_secs_f64());
+    if !args.no_package {
+        // From the bytes just written, as `cargo xtask package` reads them.
+        package::release(&out.join("model.bin"), &args.data, args.target, &package::default_out())?;
+    }
     Ok(())
 }
