@@ -12,7 +12,8 @@
 //!   and without burn in its dependency tree;
 //! - ONNX Runtime runs `model.onnx` on all 10,000 test images: the same digit as the burn
 //!   model on every one, probabilities within 1e-5;
-//! - `model.safetensors` reads back, tensor for tensor, as the record's;
+//! - `model.safetensors` reads back, tensor for tensor, as the record's (and with
+//!   `--pytorch`, the README's PyTorch module loads it and answers as the burn model does);
 //! - the firmware answers 1,000 test digits as the native int8 model does, within budget.
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,8 +36,8 @@ use crate::tools::{cargo, onnxruntime_python, run};
 use crate::web::{self, BuildWebArgs};
 use crate::{bundled, target_dir};
 
-/// How far ONNX Runtime's probabilities may be from the burn model's.
-const ONNX_TOLERANCE: f32 = 1e-5;
+/// How far ONNX Runtime's (and PyTorch's) probabilities may be from the burn model's.
+const TOLERANCE: f32 = 1e-5;
 /// Test digits the downstream crate's test classifies.
 const DOWNSTREAM_DIGITS: usize = 20;
 
@@ -53,12 +54,16 @@ pub struct PackageArgs {
     /// Where the release folder goes [default: target/release-bundle].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Also load model.safetensors into the README's PyTorch module and hold its answers on
+    /// every test image to the burn model's (needs `torch` and `safetensors` for python3).
+    #[arg(long)]
+    pub pytorch: bool,
 }
 
 pub fn package(args: &PackageArgs) -> anyhow::Result<()> {
     let model = args.model.clone().unwrap_or_else(committed_model);
     let out = args.out.clone().unwrap_or_else(default_out);
-    release(&model, &args.data, args.target, &out).map(|_| ())
+    release(&model, &args.data, args.target, args.pytorch, &out).map(|_| ())
 }
 
 pub fn default_out() -> PathBuf {
@@ -101,14 +106,17 @@ struct Manifest {
     model_sha256: String,
     /// Test accuracy (of 10,000) of each form of the weights, as what deploys it computes.
     test_accuracy: BTreeMap<String, f64>,
-    onnx: OnnxCheck,
+    onnx: Agreement,
+    /// Present when made with `--pytorch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch: Option<Agreement>,
     firmware: Firmware,
     /// Every file's size in bytes, by path in the release.
     files: BTreeMap<String, u64>,
 }
 
 #[derive(Serialize)]
-struct OnnxCheck {
+struct Agreement {
     images: usize,
     same_digit: usize,
     largest_probability_difference: f32,
@@ -124,7 +132,7 @@ struct Firmware {
 }
 
 /// Builds, checks and writes the release of the model at `model`; its folder.
-pub fn release(model: &Path, data: &DataArgs, target: f64, out: &Path) -> anyhow::Result<PathBuf> {
+pub fn release(model: &Path, data: &DataArgs, target: f64, pytorch: bool, out: &Path) -> anyhow::Result<PathBuf> {
     let model_bin = fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
     let sha = sha256_hex(&model_bin);
     let short = &sha[..12];
@@ -157,7 +165,15 @@ pub fn release(model: &Path, data: &DataArgs, target: f64, out: &Path) -> anyhow
         metadata
     })?;
     check_safetensors(&model_bin, &tensors)?;
-    fs::write(dir.join(format!("model-{short}.safetensors")), &tensors)?;
+    let safetensors_path = dir.join(format!("model-{short}.safetensors"));
+    fs::write(&safetensors_path, &tensors)?;
+    let pytorch = if pytorch {
+        let (check, accuracy) = check_pytorch(&safetensors_path, &model_bin, &test)?;
+        test_accuracy.insert("model.safetensors (PyTorch, f32)".into(), accuracy);
+        Some(check)
+    } else {
+        None
+    };
 
     let onnx_path = dir.join(format!("model-{short}.onnx"));
     fs::write(&onnx_path, export::onnx::to_bytes(&model_bin, metadata)?)?;
@@ -185,6 +201,7 @@ pub fn release(model: &Path, data: &DataArgs, target: f64, out: &Path) -> anyhow
         model_sha256: sha.clone(),
         test_accuracy,
         onnx,
+        pytorch,
         firmware: Firmware {
             digits: firmware.digits,
             same_as_native: firmware.same_digit,
@@ -259,41 +276,61 @@ fn check_safetensors(model_bin: &[u8], bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Runs `model.onnx` in ONNX Runtime on every test image and compares with the burn model.
-fn check_onnx(onnx: &Path, model_bin: &[u8], test: &Split) -> anyhow::Result<(OnnxCheck, f64)> {
+fn check_onnx(onnx: &Path, model_bin: &[u8], test: &Split) -> anyhow::Result<(Agreement, f64)> {
+    let probabilities = run_python(&onnxruntime_python()?, include_str!("export/onnxruntime.py"), onnx, test)?;
+    agreement("model.onnx in ONNX Runtime", &probabilities, model_bin, test)
+}
+
+/// Loads `model.safetensors` into the README's PyTorch module and compares its answers on
+/// every test image with the burn model's.
+fn check_pytorch(safetensors: &Path, model_bin: &[u8], test: &Split) -> anyhow::Result<(Agreement, f64)> {
+    let python = PathBuf::from(std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into()));
+    let probabilities = run_python(&python, include_str!("export/pytorch.py"), safetensors, test)
+        .context("the PyTorch check needs torch and safetensors (pip install torch safetensors)")?;
+    agreement("model.safetensors in PyTorch", &probabilities, model_bin, test)
+}
+
+/// Runs one of the Python checks on `model` and the test images; the probabilities it wrote.
+fn run_python(python: &Path, script: &str, model: &Path, test: &Split) -> anyhow::Result<Vec<f32>> {
     let work = tempfile::tempdir()?;
     let (images, output) = (work.path().join("images.bin"), work.path().join("probabilities.bin"));
     fs::write(&images, &test.images)?;
-    run(Command::new(onnxruntime_python()?)
-        .arg("-c")
-        .arg(include_str!("export/onnxruntime.py"))
-        .arg(onnx)
-        .arg(&images)
-        .arg(&output))?;
+    run(Command::new(python).arg("-c").arg(script).arg(model).arg(&images).arg(&output))?;
     let values: Vec<f32> =
         fs::read(&output)?.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    ensure!(values.len() == test.len() * NUM_CLASSES, "ONNX Runtime answered {} values", values.len());
+    ensure!(values.len() == test.len() * NUM_CLASSES, "the check answered {} values", values.len());
+    Ok(values)
+}
 
+/// How another runtime's probabilities compare with the burn model's on every test image;
+/// fails on any other digit or a probability more than [`TOLERANCE`] away. Also its accuracy.
+fn agreement(who: &str, probabilities: &[f32], model_bin: &[u8], test: &Split) -> anyhow::Result<(Agreement, f64)> {
     let device = burn::tensor::Device::flex();
     let model = infer::Model::from_bytes(model_bin, &device)?;
     let (mut same_digit, mut correct, mut worst) = (0, 0, 0.0f32);
-    for (start, rows) in (0..test.len()).step_by(1000).zip(values.chunks(1000 * NUM_CLASSES)) {
+    for (start, rows) in (0..test.len()).step_by(1000).zip(probabilities.chunks(1000 * NUM_CLASSES)) {
         let end = (start + 1000).min(test.len());
         let pixels = test.images[start * PIXELS..end * PIXELS].iter().map(|&g| infer::normalise(g)).collect();
-        for (i, (native, onnx)) in model.probabilities(pixels, &device).iter().zip(rows.chunks(NUM_CLASSES)).enumerate()
+        for (i, (native, theirs)) in
+            model.probabilities(pixels, &device).iter().zip(rows.chunks(NUM_CLASSES)).enumerate()
         {
-            let digit = infer::argmax(onnx);
+            let digit = infer::argmax(theirs);
             same_digit += usize::from(digit == infer::argmax(native));
             correct += usize::from(digit == usize::from(test.labels[start + i]));
-            worst = native.iter().zip(onnx).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+            worst = native.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
         }
     }
     println!(
-        "model.onnx in ONNX Runtime: the burn model's digit on {same_digit} / {} test images, probabilities within {worst:.1e}",
+        "{who}: the burn model's digit on {same_digit} / {} test images, probabilities within {worst:.1e}",
         test.len()
     );
-    ensure!(same_digit == test.len(), "ONNX Runtime and the burn model differ on {} images", test.len() - same_digit);
-    ensure!(worst <= ONNX_TOLERANCE, "a probability differs by {worst:.1e} (tolerance {ONNX_TOLERANCE:.0e})");
-    let check = OnnxCheck { images: test.len(), same_digit, largest_probability_difference: worst };
+    ensure!(
+        same_digit == test.len(),
+        "{who}: another digit than the burn model's on {} images",
+        test.len() - same_digit
+    );
+    ensure!(worst <= TOLERANCE, "{who}: a probability differs by {worst:.1e} (tolerance {TOLERANCE:.0e})");
+    let check = Agreement { images: test.len(), same_digit, largest_probability_difference: worst };
     Ok((check, correct as f64 / test.len() as f64))
 }
 

@@ -1,6 +1,6 @@
 //! External tools behind one thin layer: cargo, rustup targets, tools pinned to Cargo.lock
-//! (wasm-bindgen, worker-build), npm packages (wasm-opt, playwright-core, wrangler) and
-//! Chromium. Each is installed when a command needs it and it is missing, with a line saying so.
+//! (wasm-bindgen, worker-build), npm packages (wasm-opt, playwright-core, wrangler),
+//! Chromium, QEMU, and ONNX Runtime in a Python venv. Each is installed when a command needs it and it is missing, with a line saying so.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -169,7 +169,6 @@ pub fn qemu_system_arm() -> anyhow::Result<PathBuf> {
 
 /// A Python with ONNX Runtime, pinned by `xtask/requirements.txt`, in `target/python`:
 /// created with venv and pip from PyPI when missing or installed from another list, saying so.
-#[cfg(feature = "ml")]
 pub fn onnxruntime_python() -> anyhow::Result<PathBuf> {
     let venv = crate::target_dir().join("python");
     let python = venv.join("bin/python");

@@ -169,7 +169,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     println!("{:.0} s from start to gated model.bin", started.elapsed().as_secs_f64());
     if !args.no_package {
         // From the bytes just written, as `cargo xtask package` reads them.
-        package::release(&out.join("model.bin"), &args.data, args.target, &package::default_out())?;
+        package::release(&out.join("model.bin"), &args.data, args.target, false, &package::default_out())?;
     }
     Ok(())
 }
