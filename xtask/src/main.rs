@@ -165,7 +165,7 @@ fn main() -> ExitCode {
         Command::BenchEdge(args) => edge::bench_edge(args),
         Command::Fuzz(args) => fuzz::fuzz(&args),
         #[cfg(feature = "ml")]
-        Command::Test(args) => test::test(args),
+        Command::Test(args) => test::test(args, threads),
         #[cfg(not(feature = "ml"))]
         Command::FullBuild(_) => Err(full_build::Needed.into()),
     };

@@ -428,3 +428,44 @@ fn check_downstream(krate: &Path, int8: &[u8], test: &Split) -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder with one file of each kind a release holds, and its SHA256SUMS.
+    fn release() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["manifest.json", "m.bin", "m.onnx", "m.safetensors", "i.crate", "f.elf", "w.tar.gz"];
+        for (i, name) in names.iter().chain(&["w/index.html", "w/infer_bg.wasm"]).enumerate() {
+            let path = dir.path().join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, format!("file {i}")).unwrap();
+        }
+        let sums: String = list_files(dir.path())
+            .unwrap()
+            .iter()
+            .map(|(path, bytes)| format!("{}  {path}\n", sha256_hex(bytes)))
+            .collect();
+        fs::write(dir.path().join("SHA256SUMS"), sums).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_release_verifies_only_with_every_file_as_listed() {
+        let dir = release();
+        verify(dir.path()).unwrap();
+
+        fs::write(dir.path().join("m.onnx"), "changed").unwrap();
+        let error = verify(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("m.onnx does not match"), "{error}");
+
+        let dir = release();
+        fs::write(dir.path().join("extra.txt"), "not listed").unwrap();
+        assert!(verify(dir.path()).is_err(), "a file SHA256SUMS does not list");
+
+        let dir = release();
+        fs::remove_file(dir.path().join("f.elf")).unwrap();
+        assert!(verify(dir.path()).unwrap_err().to_string().contains("f.elf is listed but missing"));
+    }
+}

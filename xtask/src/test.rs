@@ -1,14 +1,15 @@
 //! `test`: what CI runs, cheapest check first.
 
-use std::process::Command;
+use std::ffi::OsString;
 
 use anyhow::bail;
-use clap::Args;
+use clap::{Args, Parser};
 
 use crate::args::{DataArgs, GATE, committed_model};
 use crate::eval::ModelFile;
 use crate::scores::Scorer;
-use crate::tools::{cargo, run};
+use crate::tools::cargo;
+use crate::training::{self, TrainArgs};
 use crate::{checks, edge, fuzz, package, reproduce, web};
 
 /// What CI checks is the committed state, so there is no model to choose.
@@ -26,7 +27,7 @@ pub struct TestArgs {
 /// (release: they train); the page is driven end to end in headless Chromium, and the edge
 /// worker end to end under wrangler; a one-epoch `train` carried through to a complete,
 /// checked release; and each fuzz target for a few seconds.
-pub fn test(args: TestArgs) -> anyhow::Result<()> {
+pub fn test(args: TestArgs, threads: usize) -> anyhow::Result<()> {
     checks::check()?;
     let model = ModelFile::read(committed_model())?;
     let mnist = args.data.load()?;
@@ -55,22 +56,29 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     }
     web::end_to_end(&mnist.test)?;
     edge::end_to_end(&mnist.test)?;
-    release_from_fresh_training(&args.data)?;
+    release_from_fresh_training(&args.data, threads)?;
     fuzz::fuzz(&fuzz::FuzzArgs::brief())
 }
 
-/// `cargo xtask train --epochs 1 --target 0 --out <tmp>`, as a user runs it: training, the
-/// gate, and the release `package` makes and checks (ONNX Runtime on every test image, the
+/// `cargo xtask train --epochs 1 --target 0 --out <tmp>`, parsed as the command line parses
+/// it and run in this process (the workspace tests just rebuilt this very binary): training,
+/// the gate, and the release `package` makes and checks (ONNX Runtime on every test image, the
 /// packaged crate built downstream, the firmware under QEMU); then the folder is checked
 /// against its SHA256SUMS.
-fn release_from_fresh_training(data: &DataArgs) -> anyhow::Result<()> {
-    let out = tempfile::tempdir()?;
-    let mut train = Command::new(std::env::current_exe()?);
-    train.args(["train", "--epochs", "1", "--target", "0", "--out"]).arg(out.path());
-    if let Some(dir) = &data.data_dir {
-        train.arg("--data-dir").arg(dir);
+fn release_from_fresh_training(data: &DataArgs, threads: usize) -> anyhow::Result<()> {
+    #[derive(Parser)]
+    struct Train {
+        #[command(flatten)]
+        args: TrainArgs,
     }
-    run(&mut train)?;
+    let out = tempfile::tempdir()?;
+    let mut command_line: Vec<OsString> =
+        ["train", "--epochs", "1", "--target", "0", "--out"].map(OsString::from).into();
+    command_line.push(out.path().into());
+    if let Some(dir) = &data.data_dir {
+        command_line.extend(["--data-dir".into(), dir.into()]);
+    }
+    training::train(Train::try_parse_from(command_line)?.args, threads)?;
     let model_bin = std::fs::read(out.path().join("model.bin"))?;
     package::verify(&package::default_out().join(package::folder_name(&model_bin)))
 }
