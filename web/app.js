@@ -29,8 +29,9 @@ function showError(message) {
 
 let classifier = null;
 let firstPredictionMs = null;
+let wasm = null;
 try {
-  await init();
+  wasm = await init();
   // The WebGPU build starts asynchronously (and answers with promises, which `await`
   // unwraps); the CPU builds start and answer at once.
   if (new URLSearchParams(location.search).has("edge")) {
@@ -184,5 +185,6 @@ pad.addEventListener("keydown", (event) => {
 document.getElementById("clear").addEventListener("click", clear);
 
 // For tests and benchmarks driving the page.
-// `firstPredictionMs`: from navigation start to the first prediction made.
-window.digitReader = { classifier, ready: classifier !== null, firstPredictionMs };
+// `firstPredictionMs`: from navigation start to the first prediction made; `wasmMemory`: the
+// module's linear memory (weights, their decode if any, and the heap).
+window.digitReader = { classifier, ready: classifier !== null, firstPredictionMs, wasmMemory: wasm?.memory };

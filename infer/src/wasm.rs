@@ -122,10 +122,10 @@ impl Classifier {
     }
 }
 
-#[cfg(not(feature = "burn"))]
+#[cfg(all(not(feature = "burn"), not(feature = "int8-kernels")))]
 struct Engine(crate::lean::LeanModel);
 
-#[cfg(not(feature = "burn"))]
+#[cfg(all(not(feature = "burn"), not(feature = "int8-kernels")))]
 impl Engine {
     fn load(weights: &[u8]) -> Result<Self, LoadError> {
         crate::lean::LeanModel::from_bytes(weights).map(Engine)
@@ -133,6 +133,25 @@ impl Engine {
 
     fn name(&self) -> &str {
         "lean (infer's own kernels, wasm simd128)"
+    }
+
+    fn classify(&self, input: &[u8; PIXELS]) -> Prediction {
+        self.0.classify(input)
+    }
+}
+
+/// The int8 model over the embedded weights where they lie: no f32 copy of them.
+#[cfg(all(not(feature = "burn"), feature = "int8-kernels"))]
+struct Engine(crate::lean::Int8Model<'static>);
+
+#[cfg(all(not(feature = "burn"), feature = "int8-kernels"))]
+impl Engine {
+    fn load(weights: &'static [u8]) -> Result<Self, LoadError> {
+        crate::lean::Int8Model::from_bytes(weights).map(Engine)
+    }
+
+    fn name(&self) -> &str {
+        "lean int8 (int8 weights computed as int8, wasm simd128)"
     }
 
     fn classify(&self, input: &[u8; PIXELS]) -> Prediction {

@@ -50,6 +50,7 @@ const result = await page.evaluate(async ({ runs, warmup }) => {
   };
   return {
     firstPredictionMs,
+    wasmMemoryBytes: window.digitReader.wasmMemory?.buffer.byteLength ?? null,
     canvas: await time(() => classifier.classifyRgba(rgba, 280, 280)),
     model: await time(() => classifier.classifyMnist(mnist)),
     backend: classifier.backend,

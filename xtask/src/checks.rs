@@ -60,14 +60,16 @@ pub fn check() -> anyhow::Result<()> {
         )?;
     }
     rust_target(WASM)?;
-    step(
-        "infer's browser API builds for wasm32",
-        cargo()
-            .args(["clippy", "-p", "infer", "--no-default-features", "--features", "wasm", "--target", WASM])
-            .args(["--", "-D", "warnings"])
-            // Any file will do to check the code that embeds it.
-            .env("INFER_WEIGHTS", committed_model()),
-    )?;
+    for features in ["wasm", "wasm int8-kernels"] {
+        step(
+            &format!("infer's browser API builds for wasm32 ({features})"),
+            cargo()
+                .args(["clippy", "-p", "infer", "--no-default-features", "--features", features, "--target", WASM])
+                .args(["--", "-D", "warnings"])
+                // Any file will do to check the code that embeds it.
+                .env("INFER_WEIGHTS", committed_model()),
+        )?;
+    }
     step(
         "the edge worker's Workers-only code (wasm32)",
         cargo().args(["clippy", "-p", "edge", "--target", WASM, "--", "-D", "warnings"]),

@@ -22,7 +22,9 @@ pub fn setup() -> anyhow::Result<()> {
     println!("ONNX Runtime: {}", onnxruntime_python()?.display());
     match Command::new("qemu-system-arm").arg("--version").output() {
         Ok(out) if out.status.success() => println!("qemu-system-arm: found"),
-        _ => println!("qemu-system-arm: not found; the firmware's run needs it (Debian: apt-get install qemu-system-arm)"),
+        _ => println!(
+            "qemu-system-arm: not found; the firmware's run needs it (Debian: apt-get install qemu-system-arm)"
+        ),
     }
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if Path::new(&chromium).is_file() {

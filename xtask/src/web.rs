@@ -44,6 +44,9 @@ const WASM_FEATURES: [&str; 7] = [
 pub enum WebBackend {
     /// infer's lean model: no burn in the bundle, kernels for exactly this network.
     Lean,
+    /// infer's int8 model: int8 weights computed as int8 where they lie in the module, with
+    /// no f32 copy (less memory; slower than the lean model's f32 kernels, see the README).
+    LeanInt8,
     /// burn's flex CPU backend with WASM SIMD, over model.bin (f32).
     Flex,
     /// burn's ndarray CPU backend, over model.bin (f32).
@@ -145,7 +148,7 @@ pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> any
     }
 
     let (weights_path, weights, label) = match args.backend {
-        WebBackend::Lean => {
+        WebBackend::Lean | WebBackend::LeanInt8 => {
             let (precision, bytes) = lean_weights(&weights, args, scorer, reference)?;
             let path = crate::target_dir().join(format!("web/weights-{}.bin", precision.name()));
             artifacts::write_atomic(&path, &bytes)?;
@@ -214,6 +217,7 @@ fn lean_weights(
     reference: Option<f64>,
 ) -> anyhow::Result<(Precision, Vec<u8>)> {
     let candidates: &[Precision] = match args.weights {
+        _ if args.backend == WebBackend::LeanInt8 => &[Precision::Int8],
         WeightsChoice::Auto => &[Precision::Int8, Precision::F16, Precision::F32],
         WeightsChoice::F32 => &[Precision::F32],
         WeightsChoice::F16 => &[Precision::F16],
@@ -278,6 +282,7 @@ fn compile_wasm(backend: WebBackend, weights: &Path) -> anyhow::Result<PathBuf> 
     rust_target(WASM_TARGET)?;
     let features = match backend {
         WebBackend::Lean => "wasm",
+        WebBackend::LeanInt8 => "wasm int8-kernels",
         WebBackend::Flex => "wasm flex",
         WebBackend::Ndarray => "wasm ndarray",
         WebBackend::Wgpu => "wasm wgpu",
@@ -355,6 +360,8 @@ pub fn end_to_end(test: &train::data::Split) -> anyhow::Result<()> {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     LeanInt8,
+    /// int8 weights computed as int8 (`--backend lean-int8`).
+    Int8Kernels,
     LeanF16,
     LeanF32,
     Flex,
@@ -367,6 +374,7 @@ impl Variant {
     fn build(self) -> (WebBackend, WeightsChoice) {
         match self {
             Variant::LeanInt8 => (WebBackend::Lean, WeightsChoice::Int8),
+            Variant::Int8Kernels => (WebBackend::LeanInt8, WeightsChoice::Int8),
             Variant::LeanF16 => (WebBackend::Lean, WeightsChoice::F16),
             Variant::LeanF32 => (WebBackend::Lean, WeightsChoice::F32),
             Variant::Flex => (WebBackend::Flex, WeightsChoice::F32),
@@ -423,8 +431,17 @@ pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
 
     println!("\nheadless Chromium, {} runs after warm-up; sizes in bytes, gzip -9", args.runs);
     println!(
-        "{:<10} {:>10} {:>9} {:>9} {:>9} {:>13} {:>13} {:>13} {:>10}",
-        "variant", "wasm", "code gz", "weights gz", "bundle gz", "model median", "model p10", "canvas median", "first"
+        "{:<12} {:>10} {:>9} {:>9} {:>9} {:>10} {:>13} {:>13} {:>13} {:>10}",
+        "variant",
+        "wasm",
+        "code gz",
+        "weights gz",
+        "bundle gz",
+        "wasm mem",
+        "model median",
+        "model p10",
+        "canvas median",
+        "first"
     );
     for (variant, bundle, timing) in rows {
         let size =
@@ -434,13 +451,16 @@ pub fn bench_web(args: &BenchWebArgs) -> anyhow::Result<()> {
         let weights_gz = gzip_len(&bundle.weights);
         let ms =
             |path: &str| timing.pointer(path).and_then(|v| v.as_f64()).map_or("?".into(), |v| format!("{v:.3} ms"));
+        // The module's linear memory after the runs: the weights, any decode of them, the heap.
+        let memory = timing.pointer("/wasmMemoryBytes").and_then(|v| v.as_u64()).map_or("?".into(), |b| b.to_string());
         println!(
-            "{:<10} {:>10} {:>9} {:>9} {:>9} {:>13} {:>13} {:>13} {:>10}",
+            "{:<12} {:>10} {:>9} {:>9} {:>9} {:>10} {:>13} {:>13} {:>13} {:>10}",
             variant,
             wasm.len(),
             gzip_len(wasm).saturating_sub(weights_gz),
             weights_gz,
             bundle_gz,
+            memory,
             ms("/model/median"),
             ms("/model/p10"),
             ms("/canvas/median"),

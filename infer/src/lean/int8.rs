@@ -4,24 +4,27 @@
 //! which no microcontroller has. This model borrows the int8 bytes where they lie (flash, or
 //! the bundle) and applies each row's scale inside the kernels: a sum of int8 weight x f32
 //! activation, then `bias + scale x sum`. It allocates nothing. Its feature maps live on the
-//! stack, and each convolution is fused with its GELU and 2x2 max-pool, one output channel
-//! and one pair of rows at a time, so conv1's 64x26x26 map (173 KB) is never stored: only
-//! its pooled 64x13x13 (43 KB) is.
+//! stack, and each convolution is fused with its GELU and 2x2 max-pool, one pooling window
+//! and eight output channels at a time, so conv1's 64x26x26 map (173 KB) is never stored:
+//! only its pooled 64x13x13 (43 KB) is. A convolution's weights are converted from int8 to
+//! f32 eight channels at a time (18 KB for conv2), never all at once.
 //!
 //! Maps are planar (channel, row, column), as burn lays them out, so weight rows are read in
 //! the order the format stores them (`[input][ky][kx]`, fc1's inputs in burn's flatten
-//! order). The convolutions' inner loops run along a row of pixels with one weight, which
-//! vectorises without reordering any sum; the dense layers sum in eight explicit lanes. The
-//! order of every addition is therefore fixed by the source, not by the compiler.
+//! order). The convolutions vectorise across output channels, each of whose sums adds its
+//! inputs, then taps, in order; the dense layers sum in eight explicit lanes. The order of
+//! every addition is therefore fixed by the source, not by the compiler.
 
 use super::kernels::{gelu, max, softmax};
 use super::weights::{Section, f32s, sections};
 use super::{CONV1_SIDE, POOL1_SIDE, Precision};
 use crate::{CONV_CHANNELS, FEATURE_SIDE, FEATURES, HIDDEN, IMAGE_SIZE, LoadError, NUM_CLASSES, PIXELS, Prediction};
 
-/// Partial sums of a dense row: the fan-ins (1600, 128) are multiples of it.
+/// Sums computed side by side: output channels of a convolution (64 is a multiple), partial
+/// sums of a dense row (so are the fan-ins, 1600 and 128).
 const LANES: usize = 8;
-const _: () = assert!(FEATURES.is_multiple_of(LANES) && HIDDEN.is_multiple_of(LANES));
+const _: () =
+    assert!(CONV_CHANNELS.is_multiple_of(LANES) && FEATURES.is_multiple_of(LANES) && HIDDEN.is_multiple_of(LANES));
 
 /// The model over int8 lean weights it borrows; see the module doc.
 #[derive(Debug, Clone, Copy)]
@@ -99,32 +102,51 @@ impl<'w> Int8Model<'w> {
 }
 
 /// 3x3 convolution without padding, GELU, and 2x2 max-pooling of a planar `(inputs, side,
-/// side)` map into a planar `(64, COLUMNS / 2, COLUMNS / 2)` one. Only the `COLUMNS` rows and
-/// columns that pooling reads are computed (conv2's 11th row and column are dropped, as burn
-/// drops them), two rows at a time, each output channel on its own.
+/// side)` map into a planar `(64, COLUMNS / 2, COLUMNS / 2)` one. Only what pooling reads is
+/// computed (conv2's 11th row and column are dropped, as burn drops them), one pooling window
+/// at a time: its four sums for [`LANES`] output channels side by side, where they vectorise.
+/// Each block of channels has its weights converted from int8 once, into a table of 18 KB
+/// (conv2; conv1's is 288 B) that lives while the block is computed.
 fn conv_gelu_pool<const COLUMNS: usize>(input: &[f32], side: usize, layer: &Rows, output: &mut [f32]) {
     let pooled = COLUMNS / 2;
-    for (channel, out) in output.chunks_exact_mut(pooled * pooled).enumerate() {
-        let (row, scale, bias) = layer.row(channel);
+    let mut table = [[0.0f32; LANES]; CONV_CHANNELS * 9];
+    let table = &mut table[..layer.fan_in];
+    for (block, out) in output.chunks_exact_mut(LANES * pooled * pooled).enumerate() {
+        let rows: [_; LANES] = core::array::from_fn(|lane| layer.row(block * LANES + lane));
+        let (scale, bias) = (rows.map(|(_, scale, _)| scale), rows.map(|(_, _, bias)| bias));
+        for (at, weights) in table.iter_mut().enumerate() {
+            *weights = rows.map(|(row, _, _)| row[at] as i8 as f32);
+        }
         for py in 0..pooled {
-            let mut sums = [[0.0f32; COLUMNS]; 2];
-            for (plane, kernel) in input.chunks_exact(side * side).zip(row.chunks_exact(9)) {
-                for (dy, sums) in sums.iter_mut().enumerate() {
-                    for ky in 0..3 {
-                        let line = &plane[(2 * py + dy + ky) * side..][..side];
-                        for kx in 0..3 {
-                            let w = kernel[ky * 3 + kx] as i8 as f32;
-                            for (sum, &pixel) in sums.iter_mut().zip(&line[kx..kx + COLUMNS]) {
-                                *sum += w * pixel;
+            for px in 0..pooled {
+                // The window's four pixels, row by row; each sums inputs, then taps, in order.
+                let mut sums = [[0.0f32; LANES]; 4];
+                for (plane, kernel) in input.chunks_exact(side * side).zip(table.chunks_exact(9)) {
+                    for (ky, taps) in kernel.chunks_exact(3).enumerate() {
+                        // The window's two input rows under this row of taps, four pixels each.
+                        let upper = &plane[(2 * py + ky) * side + 2 * px..][..4];
+                        let lower = &plane[(2 * py + ky + 1) * side + 2 * px..][..4];
+                        for (kx, w) in taps.iter().enumerate() {
+                            let pixels = [upper[kx], upper[kx + 1], lower[kx], lower[kx + 1]];
+                            for (sum, pixel) in sums.iter_mut().zip(pixels) {
+                                for lane in 0..LANES {
+                                    sum[lane] += w[lane] * pixel;
+                                }
                             }
                         }
                     }
                 }
-            }
-            let activation = |sum: f32| gelu(bias + scale * sum);
-            for px in 0..pooled {
-                let [top, bottom] = sums.map(|line| max(activation(line[2 * px]), activation(line[2 * px + 1])));
-                out[py * pooled + px] = max(top, bottom);
+                // Lane by lane over whole arrays, so GELU vectorises too.
+                let [a, b, c, d] = sums.map(|sum| {
+                    let mut activated = [0.0f32; LANES];
+                    for lane in 0..LANES {
+                        activated[lane] = gelu(bias[lane] + scale[lane] * sum[lane]);
+                    }
+                    activated
+                });
+                for lane in 0..LANES {
+                    out[(lane * pooled + py) * pooled + px] = max(max(a[lane], b[lane]), max(c[lane], d[lane]));
+                }
             }
         }
     }
