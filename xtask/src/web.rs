@@ -46,7 +46,7 @@ pub enum WebBackend {
     Lean,
     /// infer's int8 model: int8 weights computed as int8 where they lie in the module, with
     /// no f32 copy (less memory; slower than the lean model's f32 kernels, see the README).
-    LeanInt8,
+    Int8Kernels,
     /// burn's flex CPU backend with WASM SIMD, over model.bin (f32).
     Flex,
     /// burn's ndarray CPU backend, over model.bin (f32).
@@ -148,7 +148,7 @@ pub fn build_bundle(args: &BuildWebArgs, scorer: &mut Scorer, out: &Path) -> any
     }
 
     let (weights_path, weights, label) = match args.backend {
-        WebBackend::Lean | WebBackend::LeanInt8 => {
+        WebBackend::Lean | WebBackend::Int8Kernels => {
             let (precision, bytes) = lean_weights(&weights, args, scorer, reference)?;
             let path = crate::target_dir().join(format!("web/weights-{}.bin", precision.name()));
             artifacts::write_atomic(&path, &bytes)?;
@@ -217,7 +217,7 @@ fn lean_weights(
     reference: Option<f64>,
 ) -> anyhow::Result<(Precision, Vec<u8>)> {
     let candidates: &[Precision] = match args.weights {
-        _ if args.backend == WebBackend::LeanInt8 => &[Precision::Int8],
+        _ if args.backend == WebBackend::Int8Kernels => &[Precision::Int8],
         WeightsChoice::Auto => &[Precision::Int8, Precision::F16, Precision::F32],
         WeightsChoice::F32 => &[Precision::F32],
         WeightsChoice::F16 => &[Precision::F16],
@@ -282,7 +282,7 @@ fn compile_wasm(backend: WebBackend, weights: &Path) -> anyhow::Result<PathBuf> 
     rust_target(WASM_TARGET)?;
     let features = match backend {
         WebBackend::Lean => "wasm",
-        WebBackend::LeanInt8 => "wasm int8-kernels",
+        WebBackend::Int8Kernels => "wasm int8-kernels",
         WebBackend::Flex => "wasm flex",
         WebBackend::Ndarray => "wasm ndarray",
         WebBackend::Wgpu => "wasm wgpu",
@@ -360,7 +360,7 @@ pub fn end_to_end(test: &train::data::Split) -> anyhow::Result<()> {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     LeanInt8,
-    /// int8 weights computed as int8 (`--backend lean-int8`).
+    /// int8 weights computed as int8 (`--backend int8-kernels`).
     Int8Kernels,
     LeanF16,
     LeanF32,
@@ -374,7 +374,7 @@ impl Variant {
     fn build(self) -> (WebBackend, WeightsChoice) {
         match self {
             Variant::LeanInt8 => (WebBackend::Lean, WeightsChoice::Int8),
-            Variant::Int8Kernels => (WebBackend::LeanInt8, WeightsChoice::Int8),
+            Variant::Int8Kernels => (WebBackend::Int8Kernels, WeightsChoice::Int8),
             Variant::LeanF16 => (WebBackend::Lean, WeightsChoice::F16),
             Variant::LeanF32 => (WebBackend::Lean, WeightsChoice::F32),
             Variant::Flex => (WebBackend::Flex, WeightsChoice::F32),
