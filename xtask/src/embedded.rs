@@ -13,6 +13,8 @@ use infer::lean::Int8Model;
 use infer::{NUM_CLASSES, PIXELS};
 use object::{Object, ObjectSection};
 
+use train::data::Split;
+
 use crate::args::{DataArgs, at_least_one, committed_model};
 use crate::tools::{cargo, qemu_system_arm, rust_target};
 use crate::{bundled, target_dir};
@@ -44,7 +46,7 @@ pub struct EmbeddedArgs {
 pub fn embedded(args: &EmbeddedArgs) -> anyhow::Result<()> {
     let model = args.model.clone().unwrap_or_else(committed_model);
     let bytes = fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
-    let report = run(&bytes, &args.data, args.digits)?;
+    let report = run(&bytes, &args.data.load_test()?, args.digits)?;
     report.print();
     report.check()
 }
@@ -109,9 +111,8 @@ impl Report {
 
 /// Builds the firmware around `model_bin`'s int8 weights, runs it on the first `digits` test
 /// images and compares each answer with the native int8 model.
-pub fn run(model_bin: &[u8], data: &DataArgs, digits: usize) -> anyhow::Result<Report> {
+pub fn run(model_bin: &[u8], test: &Split, digits: usize) -> anyhow::Result<Report> {
     let weights = bundled::write(model_bin)?;
-    let test = data.load_test()?;
     ensure!(digits <= test.len(), "MNIST has {} test digits, not {digits}", test.len());
     let elf = build()?;
     let work = target_dir().join("embedded");

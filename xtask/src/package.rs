@@ -185,7 +185,7 @@ pub fn release(model: &Path, data: &DataArgs, target: f64, pytorch: bool, out: &
     let krate = package_crate(dir, short)?;
     check_downstream(&krate, &int8, &test)?;
 
-    let firmware = embedded::run(&model_bin, data, embedded::DIGITS)?;
+    let firmware = embedded::run(&model_bin, &test, embedded::DIGITS)?;
     firmware.print();
     firmware.check()?;
     fs::copy(&firmware.elf, dir.join(format!("firmware-{short}.elf")))?;

@@ -1,6 +1,7 @@
 //! External tools behind one thin layer: cargo, rustup targets, tools pinned to Cargo.lock
 //! (wasm-bindgen, worker-build), npm packages (wasm-opt, playwright-core, wrangler),
-//! Chromium, QEMU, and ONNX Runtime in a Python venv. Each is installed when a command needs it and it is missing, with a line saying so.
+//! Chromium, QEMU, and ONNX Runtime in a Python venv. Each is installed when a command needs
+//! it and it is missing, with a line saying so.
 
 use std::fs;
 use std::path::{Path, PathBuf};
