@@ -11,6 +11,8 @@ use burn::train::renderer::{
 /// A burn-train renderer that prints each epoch's final metrics, by name, and its duration:
 /// `epoch 3/10 (44 s) train: accuracy 98.48 %, loss 0.55, learning rate 2.79e-3 | valid: ...`.
 pub struct EpochLines {
+    /// Whether anything was held out: burn-train reports NaN for an empty validation split.
+    validating: bool,
     total_epochs: usize,
     started: Instant,
     names: Vec<(MetricId, String)>,
@@ -19,8 +21,15 @@ pub struct EpochLines {
 }
 
 impl EpochLines {
-    pub fn new() -> Self {
-        Self { total_epochs: 0, started: Instant::now(), names: Vec::new(), train: Vec::new(), valid: Vec::new() }
+    pub fn new(validating: bool) -> Self {
+        Self {
+            validating,
+            total_epochs: 0,
+            started: Instant::now(),
+            names: Vec::new(),
+            train: Vec::new(),
+            valid: Vec::new(),
+        }
     }
 
     fn record(into: &mut Vec<(MetricId, String)>, state: MetricState) {
@@ -39,12 +48,6 @@ impl EpochLines {
     fn line(&self, metrics: &[(MetricId, String)]) -> String {
         let name = |id: &MetricId| self.names.iter().find(|(known, _)| known == id).map_or("?", |(_, n)| n.as_str());
         metrics.iter().map(|(id, value)| format!("{} {value}", name(id))).collect::<Vec<_>>().join(", ")
-    }
-}
-
-impl Default for EpochLines {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -77,12 +80,12 @@ impl TrainingProgressLogger for EpochLines {
     }
 
     fn update_epoch(&mut self, epoch: usize) {
+        let valid = if self.validating { format!(" | valid: {}", self.line(&self.valid)) } else { String::new() };
         println!(
-            "epoch {epoch}/{} ({:.0} s) train: {} | valid: {}",
+            "epoch {epoch}/{} ({:.0} s) train: {}{valid}",
             self.total_epochs,
             self.started.elapsed().as_secs_f64(),
             self.line(&self.train),
-            self.line(&self.valid),
         );
         self.started = Instant::now();
     }

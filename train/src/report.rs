@@ -43,8 +43,8 @@ pub fn training_curves_svg(history: &[EpochMetrics]) -> Result<String, Box<dyn s
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(480);
         let epochs = history.len().max(1) as f64;
-        let series = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> {
-            history.iter().map(|m| (m.epoch as f64, f(m))).filter(|(_, v)| v.is_finite()).collect()
+        let series = |f: fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
+            history.iter().filter_map(|m| Some((m.epoch as f64, f(m)?))).filter(|(_, v)| v.is_finite()).collect()
         };
         let panel = |area: &DrawingArea<SVGBackend, _>,
                      title: &str,
@@ -65,15 +65,18 @@ pub fn training_curves_svg(history: &[EpochMetrics]) -> Result<String, Box<dyn s
                 .draw_series(LineSeries::new(train, BLUE.stroke_width(2)))?
                 .label("train")
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE.stroke_width(2)));
-            chart
-                .draw_series(LineSeries::new(valid, RED.stroke_width(2)))?
-                .label("validation")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED.stroke_width(2)));
+            // A run that held nothing out (the shipped recipe) has no validation curve.
+            if !valid.is_empty() {
+                chart
+                    .draw_series(LineSeries::new(valid, RED.stroke_width(2)))?
+                    .label("validation")
+                    .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED.stroke_width(2)));
+            }
             chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
             Ok(())
         };
-        panel(&left, "loss", series(|m| m.train_loss), series(|m| m.valid_loss))?;
-        panel(&right, "accuracy", series(|m| m.train_accuracy), series(|m| m.valid_accuracy))?;
+        panel(&left, "loss", series(|m| Some(m.train_loss)), series(|m| m.valid_loss))?;
+        panel(&right, "accuracy", series(|m| Some(m.train_accuracy)), series(|m| m.valid_accuracy))?;
         root.present()?;
     }
     Ok(svg)
