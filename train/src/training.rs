@@ -311,6 +311,8 @@ fn history(dir: &Path, epochs: usize) -> Vec<EpochMetrics> {
             .find(|m| m.name == name)
             .and_then(|m| m.entries.iter().find(|e| e.step == epoch))
             .map(|e| e.value)
+            // burn-train logs NaN for a split with no images.
+            .filter(|value| value.is_finite())
     };
     let (train, valid) = (&summary.metrics.train, &summary.metrics.valid);
     (1..=epochs)
@@ -391,6 +393,20 @@ mod tests {
         let options = RunOptions { run_dir: dir.path().to_path_buf(), backend: Backend::Flex, resume: true };
         let err = train(&small(3, 500), mnist, &options).err().expect("refused");
         assert!(err.to_string().contains("another config"), "{err}");
+    }
+
+    #[test]
+    fn a_run_holding_nothing_out_reports_no_validation() {
+        if crate::testing::mnist().is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let trained = run(&small(1, 2000).with_validation_images(0), dir.path(), false);
+        let epoch = &trained.history[0];
+        assert!(epoch.train_accuracy.is_finite());
+        assert_eq!((epoch.valid_loss, epoch.valid_accuracy), (None, None));
+        let svg = crate::report::training_curves_svg(&trained.history).unwrap();
+        assert!(!svg.contains("validation"), "a curve for images that were not held out");
     }
 
     #[test]

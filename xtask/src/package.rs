@@ -34,7 +34,7 @@ use crate::export::{self, safetensors};
 use crate::scores::{Scorer, sha256_hex};
 use crate::tools::{cargo, onnxruntime_python, run};
 use crate::web::{self, BuildWebArgs};
-use crate::{bundled, target_dir};
+use crate::{bundled, root, target_dir};
 
 /// How far ONNX Runtime's (and PyTorch's) probabilities may be from the burn model's.
 const TOLERANCE: f32 = 1e-5;
@@ -389,6 +389,9 @@ fn check_downstream(krate: &Path, int8: &[u8], test: &Split) -> anyhow::Result<(
         "#![no_std]\n\n/// The packaged model's digit for a 28x28 grey image.\n\
          pub fn digit(image: &[u8; 784]) -> usize {\n    infer::classify(image).digit\n}\n",
     )?;
+    // Offline, cargo resolves from its index to the newest versions, which this machine may
+    // never have downloaded; the workspace's lock pins what its own builds fetched.
+    fs::copy(root().join("Cargo.lock"), downstream.join("Cargo.lock"))?;
     let model = Int8Model::from_bytes(int8)?;
     let expected: Vec<String> =
         (0..DOWNSTREAM_DIGITS).map(|i| model.classify(test.image(i).try_into().unwrap()).digit.to_string()).collect();
