@@ -60,7 +60,15 @@ pub fn reproduce(args: &ReproduceArgs) -> anyhow::Result<()> {
 /// The recipe, run as a user would run it, with the gate left to [`compare`].
 fn train_into(out: &Path, run_dir: &Path, backend: &str, threads: usize, data: &DataArgs) -> anyhow::Result<()> {
     let mut command = Command::new(std::env::current_exe()?);
-    command.arg("--threads").arg(threads.to_string()).args(["train", "--target", "0", "--backend", backend]);
+    // The model is all that is compared; CI makes and checks a release in its own step.
+    command.arg("--threads").arg(threads.to_string()).args([
+        "train",
+        "--target",
+        "0",
+        "--no-package",
+        "--backend",
+        backend,
+    ]);
     command.arg("--out").arg(out).arg("--run-dir").arg(run_dir);
     if let Some(dir) = &data.data_dir {
         command.arg("--data-dir").arg(dir);
