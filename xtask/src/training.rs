@@ -124,7 +124,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
 
     // Score the exact bytes that would ship, through the deployment code path.
     let exported = Scorable::from_bytes(&trained.model_bin)?;
-    let valid_split = config.splits(&mnist).1;
+    let (train_split, valid_split) = config.splits(&mnist);
     if !valid_split.is_empty() {
         let valid = exported.evaluate(&valid_split);
         println!("validation accuracy of the exported model {:.2}%", 100.0 * valid.accuracy);
@@ -159,7 +159,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
             report::training_curves_svg(&trained.history).map_err(|e| anyhow::anyhow!("{e}"))?.into_bytes(),
         ),
         ("confusion.svg", report::confusion_svg(&test).map_err(|e| anyhow::anyhow!("{e}"))?.into_bytes()),
-        ("augmentation.png", report::augmentation_png(&config.splits(&mnist).0, &config.augment, config.seed, 10, 8)),
+        ("augmentation.png", report::augmentation_png(&train_split, &config.augment, config.seed, 10, 8)),
     ];
     if test.accuracy < args.target {
         let aside = options.run_dir.join("rejected");
