@@ -44,6 +44,18 @@ impl AugmentConfig {
             .with_max_shift_px(0.0)
             .with_elastic_alpha(0.0)
     }
+
+    /// Every range, and the warp's strength, times `strength` (1 leaves the config as it is).
+    pub fn scaled(&self, strength: f32) -> AugmentConfig {
+        AugmentConfig {
+            max_rotation_deg: strength * self.max_rotation_deg,
+            max_scale: strength * self.max_scale,
+            max_shear_deg: strength * self.max_shear_deg,
+            max_shift_px: strength * self.max_shift_px,
+            elastic_alpha: strength * self.elastic_alpha,
+            elastic_sigma: self.elastic_sigma,
+        }
+    }
 }
 
 /// One drawn distortion of an image: its affine part, then its elastic part.
@@ -207,6 +219,15 @@ mod tests {
         assert_ne!(a, Distortion::draw(&config, 7, 4, 100));
         assert_ne!(a, Distortion::draw(&config, 7, 3, 101));
         assert_ne!(a, Distortion::draw(&config, 8, 3, 100));
+    }
+
+    #[test]
+    fn scaling_by_one_keeps_the_draws_and_by_zero_draws_no_distortion() {
+        let config = AugmentConfig::new().with_elastic_alpha(30.0);
+        assert_eq!(Distortion::draw(&config.scaled(1.0), 5, 2, 9), Distortion::draw(&config, 5, 2, 9));
+        let none = Distortion::draw(&config.scaled(0.0), 5, 2, 9);
+        assert_eq!(none.affine, Affine::IDENTITY);
+        assert!(none.elastic.is_none());
     }
 
     #[test]

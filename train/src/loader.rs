@@ -53,8 +53,17 @@ pub enum Order {
     /// In file order, undistorted: validation and test.
     Sequential,
     /// A fresh permutation every epoch, and fresh distortions in the epochs up to
-    /// `augmented_epochs` (later ones see the images as stored).
-    Shuffled { seed: u64, augment: AugmentConfig, augmented_epochs: usize },
+    /// `augmented_epochs` (later ones see the images as stored), the last `fade_epochs` of
+    /// them weaker (see [`distortion_strength`]).
+    Shuffled { seed: u64, augment: AugmentConfig, augmented_epochs: usize, fade_epochs: usize },
+}
+
+/// How strongly epoch `epoch` (1-based) is distorted, as a share of the configured ranges:
+/// 1 up to the fade, then falling by equal steps over its `fade` epochs toward 0, which the
+/// epochs after `augmented` reach.
+pub fn distortion_strength(epoch: usize, augmented: usize, fade: usize) -> f32 {
+    let left = (augmented + 1).saturating_sub(epoch);
+    (left as f32 / (fade + 1) as f32).min(1.0)
 }
 
 /// A [`DataLoader`] over one split.
@@ -89,7 +98,14 @@ impl MnistLoader {
 impl DataLoader<MnistBatch> for MnistLoader {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<MnistBatch> + 'a> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-        Box::new(EpochIter { loader: self, epoch, order: self.permutation(epoch), position: 0 })
+        let augment = match &self.order {
+            Order::Shuffled { augment, augmented_epochs, fade_epochs, .. } => {
+                let strength = distortion_strength(epoch, *augmented_epochs, *fade_epochs);
+                (strength > 0.0).then(|| augment.scaled(strength))
+            }
+            Order::Sequential => None,
+        };
+        Box::new(EpochIter { loader: self, epoch, augment, order: self.permutation(epoch), position: 0 })
     }
 
     fn num_items(&self) -> usize {
@@ -108,6 +124,8 @@ impl DataLoader<MnistBatch> for MnistLoader {
 struct EpochIter<'a> {
     loader: &'a MnistLoader,
     epoch: usize,
+    /// This epoch's distortion ranges; `None` serves the images as stored.
+    augment: Option<AugmentConfig>,
     order: Vec<usize>,
     position: usize,
 }
@@ -126,10 +144,8 @@ impl Iterator for EpochIter<'_> {
         let batch = MnistBatch::build(
             &loader.split,
             indices,
-            |index| match &loader.order {
-                Order::Shuffled { seed, augment, augmented_epochs } if epoch <= *augmented_epochs => {
-                    Distortion::draw(augment, *seed, epoch, index)
-                }
+            |index| match (&loader.order, &self.augment) {
+                (Order::Shuffled { seed, .. }, Some(augment)) => Distortion::draw(augment, *seed, epoch, index),
                 _ => Distortion::NONE,
             },
             &loader.device,
@@ -141,5 +157,22 @@ impl Iterator for EpochIter<'_> {
 impl DataLoaderIterator<MnistBatch> for EpochIter<'_> {
     fn progress(&self) -> Progress {
         Progress::new(self.position, self.order.len(), Some("images".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fade_steps_the_distortion_down_to_the_clean_epochs() {
+        let strengths: Vec<f32> = (1..=10).map(|epoch| distortion_strength(epoch, 9, 4)).collect();
+        assert_eq!(strengths, [1.0, 1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0]);
+    }
+
+    #[test]
+    fn without_a_fade_every_distorted_epoch_is_at_full_strength() {
+        let strengths: Vec<f32> = (1..=10).map(|epoch| distortion_strength(epoch, 9, 0)).collect();
+        assert_eq!(strengths, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
     }
 }

@@ -58,6 +58,10 @@ pub struct TrainingConfig {
     /// The last this many epochs see the images undistorted.
     #[config(default = 1)]
     pub clean_epochs: usize,
+    /// The last this many distorted epochs before the clean ones distort less and less: their
+    /// ranges shrink by equal steps toward none (0: full strength up to the clean epochs).
+    #[config(default = 0)]
+    pub fade_epochs: usize,
     /// BatchNorm's statistics measured afresh for the exported (averaged) weights, over this
     /// many undistorted training batches; 0 keeps the averaged statistics.
     #[config(default = 0)]
@@ -194,6 +198,7 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
         seed: config.seed,
         augment: config.augment.clone(),
         augmented_epochs: config.epochs.saturating_sub(config.clean_epochs),
+        fade_epochs: config.fade_epochs,
     };
     let train_loader =
         MnistLoader::new(Arc::new(train_split), config.batch_size, shuffled, first_epoch, device.clone());

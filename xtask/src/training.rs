@@ -55,6 +55,14 @@ pub struct TrainArgs {
     /// Train the last N epochs on undistorted images [default: 1].
     #[arg(long, value_name = "N")]
     clean_epochs: Option<usize>,
+    /// Over the last N distorted epochs the distortion weakens by equal steps toward none
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    fade_epochs: Option<usize>,
+    /// Every distortion range (rotation, scale, shear, shift) and the warp's strength times
+    /// this [default: 1].
+    #[arg(long, value_name = "FACTOR")]
+    distortion_scale: Option<f32>,
     /// Strength of the elastic warp in pixels; 0 turns it off [default: 0].
     #[arg(long)]
     elastic_alpha: Option<f32>,
@@ -99,6 +107,12 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     let mut augment = if args.no_augment { AugmentConfig::none() } else { AugmentConfig::new() };
     augment.elastic_alpha = args.elastic_alpha.unwrap_or(augment.elastic_alpha);
     augment.elastic_sigma = args.elastic_sigma.unwrap_or(augment.elastic_sigma);
+    if let Some(factor) = args.distortion_scale {
+        if !(factor.is_finite() && factor >= 0.0) {
+            bail!("--distortion-scale must be a finite number of at least 0, not {factor}");
+        }
+        augment = augment.scaled(factor);
+    }
     // Defaults live in TrainingConfig alone; flags only override.
     let mut config = TrainingConfig::new(augment).with_train_images(args.train_images);
     config.seed = args.seed.unwrap_or(config.seed);
@@ -111,6 +125,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
     config.weight_decay = args.weight_decay.unwrap_or(config.weight_decay);
     config.clean_epochs = args.clean_epochs.unwrap_or(config.clean_epochs);
+    config.fade_epochs = args.fade_epochs.unwrap_or(config.fade_epochs);
     config.validation_images = args.validation_images.unwrap_or(config.validation_images);
     let options = RunOptions {
         run_dir: args.run_dir.unwrap_or_else(|| crate::target_dir().join("train-run")),
