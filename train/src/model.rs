@@ -19,9 +19,9 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// `label_smoothing` of 0 trains on one-hot targets.
-    pub fn new(model: infer::Model, ema_decay: f64, label_smoothing: f32) -> Self {
-        let ema = Ema::of(&model, ema_decay);
+    /// `model` with `ema`, the average of its weights to export (from [`Ema::of`] on
+    /// `model`); `label_smoothing` of 0 trains on one-hot targets.
+    pub fn new(model: infer::Model, ema: Ema, label_smoothing: f32) -> Self {
         Self { model, ema, label_smoothing: (label_smoothing > 0.0).then_some(label_smoothing) }
     }
 

@@ -23,6 +23,7 @@ use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 use crate::augment::{AugmentConfig, Distortion};
 use crate::data::{Mnist, Split};
+use crate::ema::Ema;
 use crate::loader::{MnistBatch, MnistLoader, Order};
 use crate::model::Classifier;
 use crate::ops::TrainingOps;
@@ -49,6 +50,11 @@ pub struct TrainingConfig {
     /// throughout (0.998 at the end) and any value from 0.999 up gives the same bytes.
     #[config(default = 0.999)]
     pub ema_decay: f64,
+    /// How far back the average reaches while its warm-up decides the decay (see
+    /// [`crate::ema::Ema::update`]): its centre is `(ramp - 1) / ramp` of the way through
+    /// the run (nine tenths at 10); more than 1.
+    #[config(default = 10.0)]
+    pub ema_ramp: f64,
     /// Probability of dropping each input of the first two dense layers while training.
     #[config(default = 0.0)]
     pub dropout: f64,
@@ -178,6 +184,9 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     if train_split.is_empty() || config.batch_size == 0 || config.epochs == 0 {
         return Err(TrainError::Config("needs training images, epochs and a batch size".into()));
     }
+    if !(config.ema_ramp > 1.0) {
+        return Err(TrainError::Config(format!("the average's ramp must be above 1, not {}", config.ema_ramp)));
+    }
     if !(0.0..1.0).contains(&config.dropout) {
         return Err(TrainError::Config(format!("dropout must be in [0, 1), not {}", config.dropout)));
     }
@@ -206,12 +215,10 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     let valid_loader =
         MnistLoader::new(Arc::new(valid_split), 500, Order::Sequential, first_epoch, options.backend.device()?);
 
+    let model = infer::Model::new(&device).with_dropout(config.dropout);
+    let ema = Ema::of(&model, config.ema_decay, config.ema_ramp);
     let learner = Learner::new(
-        Classifier::new(
-            infer::Model::new(&device).with_dropout(config.dropout),
-            config.ema_decay,
-            config.label_smoothing,
-        ),
+        Classifier::new(model, ema, config.label_smoothing),
         AdamWConfig::new().with_weight_decay(config.weight_decay).init(),
         schedule(config, steps_per_epoch).init().map_err(TrainError::Config)?,
     );

@@ -17,6 +17,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use burn::train::Learner;
 use infer::{IMAGE_SIZE, PIXELS};
 use train::augment::AugmentConfig;
+use train::ema::Ema;
 use train::loader::MnistBatch;
 use train::model::Classifier;
 use train::training::{Backend, TrainError, TrainingConfig};
@@ -142,12 +143,10 @@ impl BurnBench {
         device.seed(0);
         // The recipe's step: its moving average and loss, not only the network.
         let recipe = TrainingConfig::new(AugmentConfig::new());
+        let model = infer::Model::new(&device).with_dropout(recipe.dropout);
+        let ema = Ema::of(&model, recipe.ema_decay, recipe.ema_ramp);
         let learner = Learner::new(
-            Classifier::new(
-                infer::Model::new(&device).with_dropout(recipe.dropout),
-                recipe.ema_decay,
-                recipe.label_smoothing,
-            ),
+            Classifier::new(model, ema, recipe.label_smoothing),
             AdamWConfig::new().init(),
             ConstantLr::new(1e-3),
         );

@@ -39,6 +39,10 @@ pub struct TrainArgs {
     /// Decay of the exported moving average of the weights; 0 exports the last weights [default: 0.999].
     #[arg(long)]
     ema_decay: Option<f64>,
+    /// The average's warm-up, a decay of `(1 + n) / (RAMP + n)` after n steps (up to
+    /// `--ema-decay`): its centre is (RAMP - 1) / RAMP of the way through the run [default: 10].
+    #[arg(long, value_name = "RAMP")]
+    ema_ramp: Option<f64>,
     /// Dropout before the first two dense layers while training [default: 0].
     #[arg(long)]
     dropout: Option<f64>,
@@ -120,6 +124,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
     config.ema_decay = args.ema_decay.unwrap_or(config.ema_decay);
+    config.ema_ramp = args.ema_ramp.unwrap_or(config.ema_ramp);
     config.dropout = args.dropout.unwrap_or(config.dropout);
     config.batch_norm_batches = args.batch_norm_batches.unwrap_or(config.batch_norm_batches);
     config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
