@@ -184,7 +184,7 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     if train_split.is_empty() || config.batch_size == 0 || config.epochs == 0 {
         return Err(TrainError::Config("needs training images, epochs and a batch size".into()));
     }
-    if !(config.ema_ramp > 1.0) {
+    if !config.ema_ramp.is_finite() || config.ema_ramp <= 1.0 {
         return Err(TrainError::Config(format!("the average's ramp must be above 1, not {}", config.ema_ramp)));
     }
     if !(0.0..1.0).contains(&config.dropout) {
