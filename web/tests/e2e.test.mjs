@@ -104,15 +104,15 @@ test("draws and clears by touch on a phone-sized screen", async () => {
   for (const { label, pixels } of digits.slice(0, 4)) {
     await draw(pixels, touchPage, fingerStroke);
     if ((await readPrediction(touchPage)).digit === label) correct++;
-    // A tap on Clear soon after the finger lifts (once the prediction shows, plus 120 ms) must
-    // clear at once, not wait out a double-tap (300 ms in Chromium). The click that follows a
-    // tap reaches the page a moment after `tap` returns, so the check allows 200 ms for it.
     await touchPage.tap("#clear");
-    const cleared = await touchPage
-      .waitForFunction(() => document.getElementById("digit").textContent === "?", null, { timeout: 200 })
-      .then(() => true, () => false);
-    assert.ok(cleared, "the tap on Clear was not acted on within 200 ms");
+    await touchPage.waitForFunction(() => document.getElementById("digit").textContent === "?", null, { timeout: 5000 });
   }
+  // A tap right after a stroke must not wait out a double-tap zoom (300 ms in Chromium):
+  // `touch-action: manipulation` is what turns that zoom off. It is checked as a style, since
+  // a deadline on the tap fails whenever a busy machine is slow, and this headless Chromium
+  // acted on the tap at once even without the style.
+  const touchAction = await touchPage.$eval("#clear", (button) => getComputedStyle(button).touchAction);
+  assert.equal(touchAction, "manipulation", "Clear can be taken for half of a double-tap zoom");
   assert.ok(correct >= 3, `only ${correct} of 4 digits drawn by touch read right`);
   await phone.close();
 });
