@@ -45,9 +45,10 @@ pub struct TrainingConfig {
     #[config(default = 0.1)]
     pub weight_decay: f32,
     /// Decay of the moving average of the weights that is exported (0: the last weights).
-    /// The average's warm-up, `(1 + n) / (10 + n)` after `n` updates, stays below 0.999 for
-    /// 8,990 updates, so in the 10-epoch recipe (4,300 updates) the warm-up decides the decay
-    /// throughout (0.998 at the end) and any value from 0.999 up gives the same bytes.
+    /// The average's warm-up at the default ramp, `(1 + n) / (10 + n)` after `n` updates,
+    /// stays below 0.999 for 8,990 updates, so in the 10-epoch recipe (4,690 updates on all
+    /// 60,000 images) the warm-up decides the decay throughout (0.998 at the end) and any
+    /// value from 0.999 up gives the same bytes.
     #[config(default = 0.999)]
     pub ema_decay: f64,
     /// How far back the average reaches while its warm-up decides the decay (see
