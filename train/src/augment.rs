@@ -1,5 +1,6 @@
-//! Random distortion of digits: an affine map (rotation, scale, shear, translation) and an
-//! elastic warp (a smooth random displacement field, as in Simard et al., 2003).
+//! Random distortion of digits: a change of stroke thickness, an affine map (rotation, scale,
+//! shear, translation) and an elastic warp (a smooth random displacement field, as in Simard
+//! et al., 2003).
 //!
 //! Every draw comes from a generator keyed by (seed, epoch, image index), so an image's
 //! distortion depends on nothing else: not on batch order, threads, or where a resumed run
@@ -32,6 +33,11 @@ pub struct AugmentConfig {
     /// Width of that Gaussian, pixels: larger is smoother.
     #[config(default = 4.0)]
     pub elastic_sigma: f32,
+    /// Stroke thickness change, drawn in `[-max_thickness, max_thickness]` (at most 1): each
+    /// pixel moves that fraction of the way toward the ink one pixel thicker (> 0) or thinner
+    /// (< 0); 0 turns it off.
+    #[config(default = 0.0)]
+    pub max_thickness: f32,
 }
 
 impl AugmentConfig {
@@ -43,6 +49,7 @@ impl AugmentConfig {
             .with_max_shear_deg(0.0)
             .with_max_shift_px(0.0)
             .with_elastic_alpha(0.0)
+            .with_max_thickness(0.0)
     }
 
     /// Every range, and the warp's strength, times `strength` (1 leaves the config as it is).
@@ -54,33 +61,47 @@ impl AugmentConfig {
             max_shift_px: strength * self.max_shift_px,
             elastic_alpha: strength * self.elastic_alpha,
             elastic_sigma: self.elastic_sigma,
+            max_thickness: strength * self.max_thickness,
         }
     }
 }
 
-/// One drawn distortion of an image: its affine part, then its elastic part.
+/// One drawn distortion of an image: its thickness change, then its affine part, then its
+/// elastic part.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Distortion {
+    /// In [-1, 1]: how far the ink moves toward its dilation (> 0) or erosion (< 0).
+    pub thickness: f32,
     pub affine: Affine,
     /// Displacement (x, y) of each output pixel, row-major; `None` when the warp is off.
     pub elastic: Option<Vec<[f32; 2]>>,
 }
 
 impl Distortion {
-    pub const NONE: Distortion = Distortion { affine: Affine::IDENTITY, elastic: None };
+    pub const NONE: Distortion = Distortion { thickness: 0.0, affine: Affine::IDENTITY, elastic: None };
 
     /// The distortion of image `index` in `epoch` for this `seed`.
     pub fn draw(config: &AugmentConfig, seed: u64, epoch: usize, index: usize) -> Distortion {
         let mut rng = StdRng::seed_from_u64(key(seed, epoch as u64, index as u64));
         let affine = Affine::draw(config, &mut rng);
         let elastic = (config.elastic_alpha > 0.0).then(|| elastic_field(config, &mut rng));
-        Distortion { affine, elastic }
+        // Drawn last, and only when on, so that the other draws stay what they were without it.
+        let limit = config.max_thickness.min(1.0);
+        let thickness = if limit > 0.0 { rng.random_range(-limit..=limit) } else { 0.0 };
+        Distortion { thickness, affine, elastic }
     }
 
     /// Resamples a 28x28 grey image (bilinear, zero outside), writing `map(grey)` for each
     /// output pixel. An output pixel is first displaced by the elastic field, then carried
     /// back through the inverse of the affine map to where it is read in `image`.
     pub fn apply(&self, image: &[u8], out: &mut [f32], map: impl Fn(u8) -> f32) {
+        let thickened;
+        let image = if self.thickness == 0.0 {
+            image
+        } else {
+            thickened = change_thickness(image, self.thickness);
+            &thickened
+        };
         let n = IMAGE_SIZE;
         let centre = (n as f32 - 1.0) / 2.0;
         let [[a, b], [c, d]] = self.affine.matrix;
@@ -114,8 +135,32 @@ impl Distortion {
 
 impl From<Affine> for Distortion {
     fn from(affine: Affine) -> Distortion {
-        Distortion { affine, elastic: None }
+        Distortion { affine, ..Distortion::NONE }
     }
+}
+
+/// Moves each pixel `amount` of the way toward the largest (`amount > 0`: a thicker stroke) or
+/// smallest (`amount < 0`: a thinner one) value of itself and its four neighbours: grey
+/// dilation or erosion by a one-pixel cross, the gentlest step a 28x28 stroke allows.
+fn change_thickness(image: &[u8], amount: f32) -> Vec<u8> {
+    let n = IMAGE_SIZE as isize;
+    let at =
+        |x: isize, y: isize| if (0..n).contains(&x) && (0..n).contains(&y) { image[(y * n + x) as usize] } else { 0 };
+    let mut out = Vec::with_capacity(image.len());
+    for y in 0..n {
+        for x in 0..n {
+            let here = at(x, y);
+            let cross = [at(x - 1, y), at(x + 1, y), at(x, y - 1), at(x, y + 1)];
+            let target = if amount > 0.0 {
+                cross.into_iter().fold(here, u8::max)
+            } else {
+                cross.into_iter().fold(here, u8::min)
+            };
+            let moved = here as f32 + amount.abs() * (target as f32 - here as f32);
+            out.push(moved.round() as u8);
+        }
+    }
+    out
 }
 
 /// Uniform noise in [-1, 1] per pixel and axis, blurred by a normalised Gaussian (zero beyond
@@ -228,6 +273,33 @@ mod tests {
         let none = Distortion::draw(&config.scaled(0.0), 5, 2, 9);
         assert_eq!(none.affine, Affine::IDENTITY);
         assert!(none.elastic.is_none());
+    }
+
+    #[test]
+    fn thickness_grows_or_shrinks_the_ink_by_the_amount_drawn() {
+        let image = square();
+        let ink = |amount: f32| -> f32 {
+            let mut out = vec![0.0; PIXELS];
+            Distortion { thickness: amount, ..Distortion::NONE }.apply(&image, &mut out, |g| g as f32);
+            out.iter().sum::<f32>() / 255.0
+        };
+        // The 8x8 square: a full dilation by the cross adds a pixel along each side (+32), a
+        // full erosion takes one off each side (-28), and half of either goes half as far.
+        assert_eq!(ink(0.0), 64.0);
+        assert_eq!(ink(1.0), 96.0);
+        assert_eq!(ink(-1.0), 36.0);
+        assert!((ink(0.5) - 80.0).abs() < 0.2, "{}", ink(0.5));
+        assert!((ink(-0.5) - 50.0).abs() < 0.2, "{}", ink(-0.5));
+    }
+
+    #[test]
+    fn thickness_is_drawn_only_when_asked_and_leaves_the_other_draws_alone() {
+        let off = AugmentConfig::new().with_elastic_alpha(30.0);
+        let on = off.clone().with_max_thickness(0.5);
+        let (a, b) = (Distortion::draw(&off, 4, 2, 8), Distortion::draw(&on, 4, 2, 8));
+        assert_eq!(a.thickness, 0.0);
+        assert!(b.thickness != 0.0 && b.thickness.abs() <= 0.5, "{}", b.thickness);
+        assert_eq!((a.affine, a.elastic), (b.affine, b.elastic));
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses a fraction from 0 to 1 (a distortion's strength), refused before the command starts.
+pub fn fraction(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        Ok(_) => Err("must be a fraction from 0 to 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Fails unless `accuracy` reaches `target`.
 pub fn check_gate(accuracy: f64, target: f64) -> anyhow::Result<()> {
     if accuracy < target {

@@ -70,7 +70,7 @@ struct Cli {
 enum Command {
     #[cfg(feature = "ml")]
     /// Train on augmented MNIST, gate on test accuracy, write artifacts/.
-    Train(training::TrainArgs),
+    Train(Box<training::TrainArgs>),
     #[cfg(feature = "ml")]
     /// Train the committed recipe from scratch and check it gives the committed model.
     Reproduce(reproduce::ReproduceArgs),
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         #[cfg(feature = "ml")]
-        Command::Train(args) => training::train(args, threads),
+        Command::Train(args) => training::train(*args, threads),
         #[cfg(feature = "ml")]
         Command::Reproduce(args) => reproduce::reproduce(&args),
         #[cfg(feature = "ml")]

@@ -13,7 +13,7 @@ use train::provenance::Provenance;
 use train::report::{self, Metrics};
 use train::training::{self, Backend, RunOptions, TrainingConfig};
 
-use crate::args::{BackendArg, DataArgs, GATE};
+use crate::args::{self, BackendArg, DataArgs, GATE};
 use crate::artifacts;
 use crate::eval::print_evaluation;
 use crate::package;
@@ -73,6 +73,10 @@ pub struct TrainArgs {
     /// Smoothness of the elastic warp (the Gaussian's width, pixels) [default: 4].
     #[arg(long)]
     elastic_sigma: Option<f32>,
+    /// Largest change of stroke thickness, as a fraction of one pixel's dilation or erosion
+    /// (drawn either way per image); 0 turns it off [default: 0].
+    #[arg(long, value_name = "FRACTION", value_parser = args::fraction)]
+    max_thickness: Option<f32>,
     /// Hold out the last N training images and report accuracy on them each epoch, to choose
     /// a recipe by; the shipped model holds none out [default: 0].
     #[arg(long, value_name = "N")]
@@ -111,6 +115,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     let mut augment = if args.no_augment { AugmentConfig::none() } else { AugmentConfig::new() };
     augment.elastic_alpha = args.elastic_alpha.unwrap_or(augment.elastic_alpha);
     augment.elastic_sigma = args.elastic_sigma.unwrap_or(augment.elastic_sigma);
+    augment.max_thickness = args.max_thickness.unwrap_or(augment.max_thickness);
     if let Some(factor) = args.distortion_scale {
         if !(factor.is_finite() && factor >= 0.0) {
             bail!("--distortion-scale must be a finite number of at least 0, not {factor}");

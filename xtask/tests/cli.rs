@@ -319,6 +319,17 @@ fn counts_of_zero_are_refused_by_name_before_anything_runs() {
 }
 
 #[test]
+fn a_thickness_outside_zero_to_one_is_refused_by_name_before_anything_runs() {
+    for value in ["1.5", "-0.1", "NaN"] {
+        let flag = format!("--max-thickness={value}");
+        let output = xtask(&["train", &flag, "--data-dir", "/nonexistent"]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{value}: {message}");
+        assert!(message.contains("--max-thickness") && message.contains("fraction from 0 to 1"), "{value}: {message}");
+    }
+}
+
+#[test]
 fn edge_deploy_refuses_without_cloudflare_credentials() {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["edge", "deploy"])
