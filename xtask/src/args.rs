@@ -29,6 +29,7 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
 }
 
 /// Parses a fraction from 0 to 1 (a distortion's strength), refused before the command starts.
+#[cfg(feature = "ml")]
 pub fn fraction(text: &str) -> Result<f32, String> {
     match text.parse::<f32>() {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
