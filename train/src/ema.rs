@@ -36,7 +36,8 @@ impl Ema {
     /// `(k / N)^(ramp - 2)`, which puts its centre `(ramp - 1) / ramp` of the way through the
     /// run: nine tenths at a ramp of 10, three quarters at 4, the middle (an equal average
     /// of every step) at 2.
-    pub fn update(&self, model: &infer::Model) {
+    /// Returns how many updates came before this one.
+    pub fn update(&self, model: &infer::Model) -> usize {
         let updates = self.updates.value_sync();
         let n = f64::from(updates.clone().into_scalar::<f32>());
         let decay = self.decay.min((1.0 + n) / (self.ramp + n));
@@ -47,6 +48,7 @@ impl Ema {
             average.update(moved.detach());
         }
         self.updates.update(updates.add_scalar(1.0).detach());
+        n as usize
     }
 
     /// `model` with the averaged tensors in place of its own; `model` itself at decay 0.

@@ -62,6 +62,10 @@ pub struct TrainingConfig {
     /// Share of each target spread evenly over the ten classes.
     #[config(default = 0.1)]
     pub label_smoothing: f32,
+    /// Weight of the averaged model's own predictions in each training batch's targets by the
+    /// end of the run, rising linearly from 0 at the first step (0: the labels alone).
+    #[config(default = 0.0)]
+    pub self_distillation: f32,
     /// The last this many epochs see the images undistorted.
     #[config(default = 1)]
     pub clean_epochs: usize,
@@ -188,6 +192,12 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     if !config.ema_ramp.is_finite() || config.ema_ramp <= 1.0 {
         return Err(TrainError::Config(format!("the average's ramp must be above 1, not {}", config.ema_ramp)));
     }
+    if !(0.0..=1.0).contains(&config.self_distillation) {
+        return Err(TrainError::Config(format!(
+            "self-distillation's weight must be in [0, 1], not {}",
+            config.self_distillation
+        )));
+    }
     if !(0.0..1.0).contains(&config.dropout) {
         return Err(TrainError::Config(format!("dropout must be in [0, 1), not {}", config.dropout)));
     }
@@ -219,7 +229,8 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     let model = infer::Model::new(&device).with_dropout(config.dropout);
     let ema = Ema::of(&model, config.ema_decay, config.ema_ramp);
     let learner = Learner::new(
-        Classifier::new(model, ema, config.label_smoothing),
+        Classifier::new(model, ema, config.label_smoothing)
+            .with_self_distillation(config.self_distillation, config.epochs * steps_per_epoch),
         AdamWConfig::new().with_weight_decay(config.weight_decay).init(),
         schedule(config, steps_per_epoch).init().map_err(TrainError::Config)?,
     );
