@@ -1,9 +1,10 @@
 //! The training face of [`infer::Model`]: loss, the weight average, and burn-train's step traits.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Gradients, Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
 use crate::ema::Ema;
@@ -20,6 +21,9 @@ pub struct Classifier {
     label_smoothing: Option<f32>,
     #[module(skip)]
     self_distillation: Option<SelfDistillation>,
+    /// Sharpness-aware minimisation's radius, when on.
+    #[module(skip)]
+    sam_rho: Option<f32>,
 }
 
 /// The averaged model as a teacher: its predictions for each training batch join the targets
@@ -40,6 +44,7 @@ impl Classifier {
             ema,
             label_smoothing: (label_smoothing > 0.0).then_some(label_smoothing),
             self_distillation: None,
+            sam_rho: None,
         }
     }
 
@@ -47,6 +52,12 @@ impl Classifier {
     /// to `weight` over a run of `steps` steps (see [`crate::training::TrainingConfig`]).
     pub fn with_self_distillation(self, weight: f32, steps: usize) -> Self {
         Self { self_distillation: (weight > 0.0).then_some(SelfDistillation { weight, steps }), ..self }
+    }
+
+    /// The same, its gradients taken sharpness-aware (see [`sharpness_aware_gradients`]) with
+    /// radius `rho`; 0 keeps plain gradients.
+    pub fn with_sam(self, rho: f32) -> Self {
+        Self { sam_rho: (rho > 0.0).then_some(rho), ..self }
     }
 
     /// The weights a run exports and validates: the moving average.
@@ -65,9 +76,14 @@ impl Classifier {
 
     /// Cross-entropy against the smoothed labels mixed with the averaged model's predictions
     /// for the same (distorted) images, the mix's weight `teacher_weight`.
-    fn distil(&self, batch: MnistBatch, teacher_weight: f32) -> ClassificationOutput {
-        let taught = self.teacher_predictions(batch.images.clone());
-        let logits = self.model.forward_with(&TrainingOps, batch.images);
+    fn distil(
+        &self,
+        model: &infer::Model,
+        batch: MnistBatch,
+        taught: Tensor<2>,
+        teacher_weight: f32,
+    ) -> ClassificationOutput {
+        let logits = model.forward_with(&TrainingOps, batch.images);
         let smoothing = self.label_smoothing.unwrap_or(0.0);
         let labels = one_hot(&batch.targets).mul_scalar(1.0 - smoothing).add_scalar(smoothing / CLASSES as f32);
         let targets =
@@ -98,14 +114,74 @@ impl TrainStep for Classifier {
     fn step(&self, batch: MnistBatch) -> TrainOutput<ClassificationOutput> {
         // The weights this step starts from; the optimiser moves them once the step returns.
         let step = self.ema.update(&self.model);
-        let output = match self.self_distillation {
-            None => self.classify(&self.model, batch),
-            Some(SelfDistillation { weight, steps }) => {
-                let progress = step as f32 / steps.saturating_sub(1).max(1) as f32;
-                self.distil(batch, weight * progress.min(1.0))
-            }
+        let teacher = self.self_distillation.map(|SelfDistillation { weight, steps }| {
+            let progress = step as f32 / steps.saturating_sub(1).max(1) as f32;
+            (self.teacher_predictions(batch.images.clone()), weight * progress.min(1.0))
+        });
+        let loss = |model: &infer::Model| match &teacher {
+            None => self.classify(model, batch.clone()),
+            Some((taught, weight)) => self.distil(model, batch.clone(), taught.clone(), *weight),
         };
-        TrainOutput::new(self, output.loss.backward(), output)
+        let output = loss(&self.model);
+        let Some(rho) = self.sam_rho else {
+            return TrainOutput::new(self, output.loss.backward(), output);
+        };
+        let grads = sharpness_aware_gradients(&self.model, output.loss.backward(), rho, |model| loss(model).loss);
+        TrainOutput { grads, item: output }
+    }
+}
+
+/// Sharpness-aware minimisation's gradient: the loss's gradient at the weights moved `rho`
+/// (in the Euclidean norm over all of them) uphill along `grads`, the gradient at `model`'s
+/// own weights, so a step favours weights whose whole neighbourhood has a low loss. The
+/// moved copy has BatchNorm statistics of its own, so its pass leaves the live ones alone.
+fn sharpness_aware_gradients(
+    model: &infer::Model,
+    grads: Gradients,
+    rho: f32,
+    loss: impl Fn(&infer::Model) -> Tensor<1>,
+) -> GradientsParams {
+    let moved = uphill(model, &GradientsParams::from_grads(grads, model), rho);
+    GradientsParams::from_grads(loss(&moved).backward(), &moved)
+}
+
+/// A copy of `model` with its weights moved `rho` along `grads` (normalised over all of
+/// them), each a fresh leaf of the graph, and BatchNorm statistics of its own.
+fn uphill(model: &infer::Model, grads: &GradientsParams, rho: f32) -> infer::Model {
+    let norm = gradient_norm(model, grads);
+    // `valid().train()` copies the running statistics, which burn's clones would share.
+    model.valid().train().map(&mut MoveAlong { grads, scale: rho / (norm + 1e-12) })
+}
+
+/// The Euclidean norm of all of `model`'s gradients together.
+fn gradient_norm(model: &infer::Model, grads: &GradientsParams) -> f32 {
+    struct SquaredNorm<'a>(&'a GradientsParams, f64);
+    impl ModuleVisitor for SquaredNorm<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.0.get::<D>(param.id) {
+                self.1 += f64::from(grad.powi_scalar(2).sum().into_scalar::<f32>());
+            }
+        }
+    }
+    let mut squared = SquaredNorm(grads, 0.0);
+    model.visit(&mut squared);
+    squared.1.sqrt() as f32
+}
+
+/// Moves each trained weight by `scale` times its gradient, as a fresh leaf of the graph.
+struct MoveAlong<'a> {
+    grads: &'a GradientsParams,
+    scale: f32,
+}
+
+impl ModuleMapper for MoveAlong<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.grads.get::<D>(param.id) {
+            Some(grad) => {
+                param.map(|weight| Tensor::from_inner(weight.inner().add(grad.mul_scalar(self.scale))).require_grad())
+            }
+            None => param,
+        }
     }
 }
 
@@ -142,7 +218,8 @@ mod tests {
         let device = Device::flex().autodiff();
         let (classifier, batch) = classifier(&device);
         let plain = loss(&classifier.classify(&classifier.model, batch.clone()));
-        let distilled = loss(&classifier.distil(batch, 0.0));
+        let taught = classifier.teacher_predictions(batch.images.clone());
+        let distilled = loss(&classifier.distil(&classifier.model, batch, taught, 0.0));
         assert!((plain - distilled).abs() < 1e-5, "{plain} vs {distilled}");
     }
 
@@ -154,10 +231,10 @@ mod tests {
         let (classifier, batch) = classifier(&device);
         let teacher = classifier.teacher_predictions(batch.images.clone());
         let student = log_softmax(classifier.model.forward_with(&TrainingOps, batch.images.clone()), 1);
-        let want = teacher.mul(student).sum_dim(1).mean().neg().into_scalar::<f32>();
+        let want = teacher.clone().mul(student).sum_dim(1).mean().neg().into_scalar::<f32>();
         let other_labels = MnistBatch { targets: batch.targets.clone().flip([0]), ..batch.clone() };
         for batch in [batch, other_labels] {
-            let got = loss(&classifier.distil(batch, 1.0));
+            let got = loss(&classifier.distil(&classifier.model, batch, teacher.clone(), 1.0));
             assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         }
     }
@@ -171,7 +248,52 @@ mod tests {
         drop(classifier.model.valid()); // which folds that pass's pending update into them
         let before = values(&classifier.model);
         drop(classifier.teacher_predictions(batch.images));
-        assert_eq!(values(&classifier.model), before);
+        assert!(values(&classifier.model) == before, "the live statistics moved");
+    }
+
+    #[test]
+    fn sharpness_aware_weights_lie_rho_uphill() {
+        let device = Device::flex().autodiff();
+        let (classifier, batch) = classifier(&device);
+        let loss = |model: &infer::Model| classifier.classify(model, batch.clone()).loss;
+        let at_start = loss(&classifier.model);
+        let grads = GradientsParams::from_grads(at_start.clone().backward(), &classifier.model);
+        let moved = uphill(&classifier.model, &grads, 0.05);
+        let distance = values(&moved).iter().zip(values(&classifier.model)).map(|(a, b)| (a - b).powi(2)).sum::<f32>();
+        assert!((distance.sqrt() - 0.05).abs() < 1e-4, "moved {}", distance.sqrt());
+        let (before, after) = (at_start.into_scalar::<f32>(), loss(&moved).into_scalar::<f32>());
+        assert!(after > before, "loss {before} before, {after} uphill");
+    }
+
+    /// At a vanishing radius the gradient is the plain one, for every parameter.
+    #[test]
+    fn a_vanishing_radius_gives_the_plain_gradient() {
+        let device = Device::flex().autodiff();
+        let (classifier, batch) = classifier(&device);
+        let loss = |model: &infer::Model| classifier.classify(model, batch.clone()).loss;
+        let plain = GradientsParams::from_grads(loss(&classifier.model).backward(), &classifier.model);
+        let again = loss(&classifier.model).backward();
+        drop(classifier.model.valid()); // those passes' statistics, folded in before the comparison
+        let before = values(&classifier.model);
+        let sharp = sharpness_aware_gradients(&classifier.model, again, 1e-9, loss);
+        assert_eq!(sharp.len(), plain.len());
+        struct Compare<'a>(&'a GradientsParams, &'a GradientsParams, usize);
+        impl ModuleVisitor for Compare<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let (Some(a), Some(b)) = (self.0.get::<D>(param.id), self.1.get::<D>(param.id)) else {
+                    return;
+                };
+                let worst = a.sub(b).abs().max().into_scalar::<f32>();
+                assert!(worst < 1e-5, "largest difference {worst}");
+                self.2 += 1;
+            }
+        }
+        let mut compare = Compare(&plain, &sharp, 0);
+        classifier.model.visit(&mut compare);
+        assert_eq!(compare.2, plain.len(), "every trained tensor compared");
+        // The moved copy's pass left the live BatchNorm statistics alone.
+        drop(classifier.model.valid());
+        assert!(values(&classifier.model) == before, "the live statistics moved");
     }
 
     /// Every float the model holds, running statistics included.

@@ -66,6 +66,10 @@ pub struct TrainingConfig {
     /// end of the run, rising linearly from 0 at the first step (0: the labels alone).
     #[config(default = 0.0)]
     pub self_distillation: f32,
+    /// Sharpness-aware minimisation's radius: each step's gradient is taken at the weights
+    /// moved this far uphill (a second pass, so a step costs about twice as much; 0: off).
+    #[config(default = 0.0)]
+    pub sam_rho: f32,
     /// The last this many epochs see the images undistorted.
     #[config(default = 1)]
     pub clean_epochs: usize,
@@ -198,6 +202,9 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
             config.self_distillation
         )));
     }
+    if !(config.sam_rho.is_finite() && config.sam_rho >= 0.0) {
+        return Err(TrainError::Config(format!("the SAM radius must be at least 0, not {}", config.sam_rho)));
+    }
     if !(0.0..1.0).contains(&config.dropout) {
         return Err(TrainError::Config(format!("dropout must be in [0, 1), not {}", config.dropout)));
     }
@@ -230,7 +237,8 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     let ema = Ema::of(&model, config.ema_decay, config.ema_ramp);
     let learner = Learner::new(
         Classifier::new(model, ema, config.label_smoothing)
-            .with_self_distillation(config.self_distillation, config.epochs * steps_per_epoch),
+            .with_self_distillation(config.self_distillation, config.epochs * steps_per_epoch)
+            .with_sam(config.sam_rho),
         AdamWConfig::new().with_weight_decay(config.weight_decay).init(),
         schedule(config, steps_per_epoch).init().map_err(TrainError::Config)?,
     );

@@ -57,6 +57,10 @@ pub struct TrainArgs {
     /// step, rising linearly from 0; 0 trains on the labels alone [default: 0].
     #[arg(long, value_name = "FRACTION", value_parser = args::fraction)]
     self_distillation: Option<f32>,
+    /// Sharpness-aware minimisation: take each step's gradient at the weights moved RHO
+    /// uphill (twice the work per step); 0 turns it off [default: 0].
+    #[arg(long, value_name = "RHO")]
+    sam_rho: Option<f32>,
     /// AdamW's decoupled weight decay [default: 0.1].
     #[arg(long)]
     weight_decay: Option<f32>,
@@ -138,6 +142,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     config.batch_norm_batches = args.batch_norm_batches.unwrap_or(config.batch_norm_batches);
     config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
     config.self_distillation = args.self_distillation.unwrap_or(config.self_distillation);
+    config.sam_rho = args.sam_rho.unwrap_or(config.sam_rho);
     config.weight_decay = args.weight_decay.unwrap_or(config.weight_decay);
     config.clean_epochs = args.clean_epochs.unwrap_or(config.clean_epochs);
     config.fade_epochs = args.fade_epochs.unwrap_or(config.fade_epochs);
