@@ -28,12 +28,23 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Parses a fraction from 0 to 1 (a distortion's strength), refused before the command starts.
+/// Parses a fraction from 0 to 1 (a distortion's strength, a mix's weight), refused before the
+/// command starts.
 #[cfg(feature = "ml")]
 pub fn fraction(text: &str) -> Result<f32, String> {
     match text.parse::<f32>() {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
         Ok(_) => Err("must be a fraction from 0 to 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Parses a finite number of at least 0 (a scale, a radius), refused before the command starts.
+#[cfg(feature = "ml")]
+pub fn non_negative(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        Ok(_) => Err("must be a finite number of at least 0".into()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -319,13 +319,26 @@ fn counts_of_zero_are_refused_by_name_before_anything_runs() {
 }
 
 #[test]
-fn a_thickness_outside_zero_to_one_is_refused_by_name_before_anything_runs() {
-    for value in ["1.5", "-0.1", "NaN"] {
-        let flag = format!("--max-thickness={value}");
-        let output = xtask(&["train", &flag, "--data-dir", "/nonexistent"]);
+fn out_of_range_training_settings_are_refused_by_name_before_anything_runs() {
+    let fraction = "fraction from 0 to 1";
+    let non_negative = "finite number of at least 0";
+    for (flag, value, expected) in [
+        ("--max-thickness", "1.5", fraction),
+        ("--max-thickness", "-0.1", fraction),
+        ("--max-thickness", "NaN", fraction),
+        ("--self-distillation", "1.01", fraction),
+        ("--self-distillation", "-0.5", fraction),
+        ("--sam-rho", "-0.05", non_negative),
+        ("--sam-rho", "inf", non_negative),
+        ("--distortion-scale", "-1", non_negative),
+        ("--distortion-scale", "NaN", non_negative),
+    ] {
+        // The data folder does not exist: a setting that got past the parser would fail there,
+        // with exit status 1, instead.
+        let output = xtask(&["train", &format!("{flag}={value}"), "--data-dir", "/nonexistent"]);
         let message = stderr(&output);
-        assert_eq!(output.status.code(), Some(2), "{value}: {message}");
-        assert!(message.contains("--max-thickness") && message.contains("fraction from 0 to 1"), "{value}: {message}");
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {message}");
+        assert!(message.contains(flag) && message.contains(expected), "{flag} {value}: {message}");
     }
 }
 
