@@ -107,13 +107,7 @@ impl Distortion {
         let [[a, b], [c, d]] = self.affine.matrix;
         let det = a * d - b * c;
         let inv = [[d / det, -b / det], [-c / det, a / det]];
-        let pixel = |x: isize, y: isize| -> f32 {
-            if x < 0 || y < 0 || x >= n as isize || y >= n as isize {
-                0.0
-            } else {
-                image[y as usize * n + x as usize] as f32
-            }
-        };
+        let pixel = |x, y| f32::from(grey_at(image, x, y));
         for oy in 0..n {
             for ox in 0..n {
                 let [ex, ey] = self.elastic.as_ref().map_or([0.0, 0.0], |field| field[oy * n + ox]);
@@ -139,13 +133,18 @@ impl From<Affine> for Distortion {
     }
 }
 
+/// The grey value at `(x, y)` of a 28x28 image; paper (0) outside it.
+fn grey_at(image: &[u8], x: isize, y: isize) -> u8 {
+    let n = IMAGE_SIZE as isize;
+    if (0..n).contains(&x) && (0..n).contains(&y) { image[(y * n + x) as usize] } else { 0 }
+}
+
 /// Moves each pixel `amount` of the way toward the largest (`amount > 0`: a thicker stroke) or
 /// smallest (`amount < 0`: a thinner one) value of itself and its four neighbours: grey
 /// dilation or erosion by a one-pixel cross, the gentlest step a 28x28 stroke allows.
 fn change_thickness(image: &[u8], amount: f32) -> Vec<u8> {
     let n = IMAGE_SIZE as isize;
-    let at =
-        |x: isize, y: isize| if (0..n).contains(&x) && (0..n).contains(&y) { image[(y * n + x) as usize] } else { 0 };
+    let at = |x, y| grey_at(image, x, y);
     let mut out = Vec::with_capacity(image.len());
     for y in 0..n {
         for x in 0..n {
