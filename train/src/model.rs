@@ -1,4 +1,5 @@
-//! The training face of [`infer::Model`]: loss, the weight average, and burn-train's step traits.
+//! The training face of [`infer::Model`]: the loss (self-distilled if asked), the weight
+//! average, sharpness-aware gradients if asked, and burn-train's step traits.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -86,8 +87,7 @@ impl Classifier {
         let logits = model.forward_with(&TrainingOps, batch.images);
         let smoothing = self.label_smoothing.unwrap_or(0.0);
         let labels = one_hot(&batch.targets).mul_scalar(1.0 - smoothing).add_scalar(smoothing / CLASSES as f32);
-        let targets =
-            labels.mul_scalar(1.0 - teacher_weight).add(Tensor::from_inner(taught).mul_scalar(teacher_weight));
+        let targets = labels.mul_scalar(1.0 - teacher_weight).add(taught.mul_scalar(teacher_weight));
         let loss = log_softmax(logits.clone(), 1).mul(targets).sum_dim(1).mean().neg();
         ClassificationOutput::new(loss, logits, batch.targets)
     }
