@@ -62,7 +62,7 @@ impl Ema {
 }
 
 /// A model's float tensors (weights and running statistics), detached and flattened.
-fn tensors(model: &infer::Model) -> Vec<Tensor<1>> {
+pub(crate) fn tensors(model: &infer::Model) -> Vec<Tensor<1>> {
     struct Collect(Vec<Tensor<1>>);
     impl ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -5,7 +5,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Gradients, Int, Tensor};
+use burn::tensor::{Gradients, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
 use crate::ema::Ema;
@@ -86,7 +86,9 @@ impl Classifier {
     ) -> ClassificationOutput {
         let logits = model.forward_with(&TrainingOps, batch.images);
         let smoothing = self.label_smoothing.unwrap_or(0.0);
-        let labels = one_hot(&batch.targets).mul_scalar(1.0 - smoothing).add_scalar(smoothing / CLASSES as f32);
+        let classes = infer::NUM_CLASSES;
+        let one_hot = batch.targets.clone().one_hot::<2>(classes).float();
+        let labels = one_hot.mul_scalar(1.0 - smoothing).add_scalar(smoothing / classes as f32);
         let targets = labels.mul_scalar(1.0 - teacher_weight).add(taught.mul_scalar(teacher_weight));
         let loss = log_softmax(logits.clone(), 1).mul(targets).sum_dim(1).mean().neg();
         ClassificationOutput::new(loss, logits, batch.targets)
@@ -99,12 +101,6 @@ impl Classifier {
         let teacher = self.valid().averaged();
         Tensor::from_inner(softmax(teacher.forward(images.without_autodiff()), 1))
     }
-}
-
-const CLASSES: usize = infer::NUM_CLASSES;
-
-fn one_hot(targets: &Tensor<1, Int>) -> Tensor<2> {
-    targets.clone().one_hot::<2>(CLASSES).float()
 }
 
 impl TrainStep for Classifier {
@@ -298,14 +294,9 @@ mod tests {
 
     /// Every float the model holds, running statistics included.
     fn values(model: &infer::Model) -> Vec<f32> {
-        struct Collect(Vec<f32>);
-        impl ModuleVisitor for Collect {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                self.0.extend(param.val().into_data().iter::<f32>());
-            }
-        }
-        let mut collect = Collect(Vec::new());
-        model.visit(&mut collect);
-        collect.0
+        crate::ema::tensors(model)
+            .into_iter()
+            .flat_map(|tensor| tensor.into_data().iter::<f32>().collect::<Vec<_>>())
+            .collect()
     }
 }
