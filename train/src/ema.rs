@@ -1,4 +1,5 @@
-//! An exponential moving average of the model's weights: what a run exports and validates.
+//! An exponential moving average of the model's weights: what a run exports and validates;
+//! and the plain mean of several runs' weights, which a run of branches exports.
 //!
 //! The average is running state of the training module, as BatchNorm's statistics are, so
 //! burn-train checkpoints it with the model and a resumed run carries it on exactly. It covers
@@ -56,9 +57,24 @@ impl Ema {
         if self.decay == 0.0 {
             return model.clone();
         }
-        let mut replace = Replace { average: self.average.iter() };
-        model.clone().map(&mut replace)
+        model.clone().map(&mut Replace(self.average.iter().map(RunningState::value_sync)))
     }
+}
+
+/// The element-wise mean of `models`' tensors (weights and BatchNorm statistics), summed in
+/// order and then divided; a single model comes back as it is.
+pub fn mean(models: Vec<infer::Model>) -> infer::Model {
+    let count = models.len();
+    let sums = models
+        .iter()
+        .map(tensors)
+        .reduce(|sums, next| sums.into_iter().zip(next).map(|(sum, tensor)| sum + tensor).collect())
+        .expect("the mean of no models");
+    let first = models.into_iter().next().expect("the mean of no models");
+    if count == 1 {
+        return first;
+    }
+    first.map(&mut Replace(sums.into_iter().map(|sum| sum.div_scalar(count as f32))))
 }
 
 /// A model's float tensors (weights and running statistics), detached and flattened.
@@ -74,14 +90,13 @@ pub(crate) fn tensors(model: &infer::Model) -> Vec<Tensor<1>> {
     collect.0
 }
 
-struct Replace<'a> {
-    average: std::slice::Iter<'a, RunningState<Tensor<1>>>,
-}
+/// Puts flattened tensors, in the order [`tensors`] gives them, back into a model.
+struct Replace<I>(I);
 
-impl ModuleMapper for Replace<'_> {
+impl<I: Iterator<Item = Tensor<1>>> ModuleMapper for Replace<I> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let average = self.average.next().expect("the average covers every tensor of the model");
-        param.map(|tensor| average.value_sync().reshape(tensor.shape()))
+        let replacement = self.0.next().expect("a tensor for every tensor of the model");
+        param.map(|tensor| replacement.reshape(tensor.shape()))
     }
 }
 
@@ -127,6 +142,21 @@ mod tests {
             let want = weights.iter().map(|w| w[i]).sum::<f32>() / 4.0;
             assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         }
+    }
+
+    #[test]
+    fn the_mean_of_models_is_their_element_wise_mean() {
+        let device = Device::flex();
+        device.seed(3);
+        let models: Vec<infer::Model> = (0..3).map(|_| infer::Model::new(&device)).collect();
+        let weights: Vec<Vec<f32>> = models.iter().map(first_weight).collect();
+        let mean_weight = first_weight(&mean(models.clone()));
+        for (i, got) in mean_weight.iter().enumerate() {
+            let want = weights.iter().map(|w| w[i]).sum::<f32>() / 3.0;
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        let one = models.into_iter().next().unwrap();
+        assert_eq!(mean(vec![one.clone()]).to_bytes(), one.to_bytes());
     }
 
     #[test]

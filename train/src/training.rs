@@ -70,6 +70,11 @@ pub struct TrainingConfig {
     /// moved this far uphill (a second pass, so a step costs about twice as much; 0: off).
     #[config(default = 0.0)]
     pub sam_rho: f32,
+    /// Runs that start from the same initial weights but draw their own data order and
+    /// distortions (branch `b` from seed + 1000 b); the exported model is the element-wise
+    /// mean of their averaged weights and BatchNorm statistics. 1 is a plain run.
+    #[config(default = 1)]
+    pub branches: usize,
     /// The last this many epochs see the images undistorted.
     #[config(default = 1)]
     pub clean_epochs: usize,
@@ -190,8 +195,11 @@ const CONFIG_FILE: &str = "config.json";
 /// Trains the model from scratch (or from the last checkpoint) and returns its weights.
 pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Result<TrainedModel, TrainError> {
     let (train_split, valid_split) = config.splits(mnist);
-    if train_split.is_empty() || config.batch_size == 0 || config.epochs == 0 {
-        return Err(TrainError::Config("needs training images, epochs and a batch size".into()));
+    if train_split.is_empty() || config.batch_size == 0 || config.epochs == 0 || config.branches == 0 {
+        return Err(TrainError::Config("needs training images, epochs, a batch size and a branch".into()));
+    }
+    if options.resume && config.branches > 1 {
+        return Err(TrainError::Resume("a run of more than one branch starts afresh; run without --resume".into()));
     }
     if !config.ema_ramp.is_finite() || config.ema_ramp <= 1.0 {
         return Err(TrainError::Config(format!("the average's ramp must be above 1, not {}", config.ema_ramp)));
@@ -218,22 +226,56 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     config.save(dir.join(CONFIG_FILE)).map_err(|source| TrainError::Io { path: dir.join(CONFIG_FILE), source })?;
 
     let device = options.backend.device()?.autodiff();
+    let splits = (Arc::new(train_split), Arc::new(valid_split));
+    let started = Instant::now();
+    let branches = (0..config.branches)
+        .map(|branch| {
+            let branch_dir = branch_dir(dir, config.branches, branch);
+            train_branch(config, branch, &branch_dir, last_epoch, &splits, &device, options.backend)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let mut model = crate::ema::mean(branches);
+    if config.batch_norm_batches > 0 {
+        model = measure_batch_norm(model, &config.splits(mnist).0, config, &device);
+    }
+    let history = history(&branch_dir(dir, config.branches, 0), config.epochs);
+    let first_epoch = last_epoch.map_or(1, |epoch| epoch + 1);
+    Ok(TrainedModel { model_bin: model.to_bytes(), history, wall_seconds, first_epoch })
+}
+
+/// Where branch `branch` of `branches` keeps its checkpoints and logs: the run folder itself
+/// for a plain run.
+fn branch_dir(run_dir: &Path, branches: usize, branch: usize) -> PathBuf {
+    if branches == 1 { run_dir.to_path_buf() } else { run_dir.join(format!("branch-{branch}")) }
+}
+
+/// One branch's run from the seed's initial weights (from its last complete checkpoint in
+/// `dir` after `last_epoch`), returning its averaged weights.
+fn train_branch(
+    config: &TrainingConfig,
+    branch: usize,
+    dir: &Path,
+    last_epoch: Option<usize>,
+    (train_split, valid_split): &(Arc<Split>, Arc<Split>),
+    device: &Device,
+    backend: Backend,
+) -> Result<infer::Model, TrainError> {
+    // Every branch draws the same initial weights; only the data differs.
     device.seed(config.seed);
     let first_epoch = last_epoch.map_or(1, |epoch| epoch + 1);
     let steps_per_epoch = train_split.len().div_ceil(config.batch_size);
     let shuffled = Order::Shuffled {
-        seed: config.seed,
+        seed: config.seed.wrapping_add(1000 * branch as u64),
         augment: config.augment.clone(),
         augmented_epochs: config.epochs.saturating_sub(config.clean_epochs),
         fade_epochs: config.fade_epochs,
     };
-    let train_loader =
-        MnistLoader::new(Arc::new(train_split), config.batch_size, shuffled, first_epoch, device.clone());
+    let train_loader = MnistLoader::new(train_split.clone(), config.batch_size, shuffled, first_epoch, device.clone());
     let validating = !valid_split.is_empty();
-    let valid_loader =
-        MnistLoader::new(Arc::new(valid_split), 500, Order::Sequential, first_epoch, options.backend.device()?);
+    let valid_loader = MnistLoader::new(valid_split.clone(), 500, Order::Sequential, first_epoch, backend.device()?);
 
-    let model = infer::Model::new(&device).with_dropout(config.dropout);
+    let model = infer::Model::new(device).with_dropout(config.dropout);
     let ema = Ema::of(&model, config.ema_decay, config.ema_ramp);
     let learner = Learner::new(
         Classifier::new(model, ema, config.label_smoothing)
@@ -258,20 +300,14 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
         training = training.checkpoint(epoch);
     }
 
-    let started = Instant::now();
     let result = training.launch(learner);
-    let wall_seconds = started.elapsed().as_secs_f64();
     if let Some(error) = result.error {
         return Err(TrainError::Stopped(error.to_string()));
     }
     if let Some(interruption) = result.interrupted {
         return Err(TrainError::Stopped(format!("{interruption:?}")));
     }
-    let mut model = result.model.averaged();
-    if config.batch_norm_batches > 0 {
-        model = measure_batch_norm(model, &config.splits(mnist).0, config, &device);
-    }
-    Ok(TrainedModel { model_bin: model.to_bytes(), history: history(dir, config.epochs), wall_seconds, first_epoch })
+    Ok(result.model.averaged())
 }
 
 /// `model` with BatchNorm's running statistics measured on its own weights: forward passes in
@@ -439,6 +475,37 @@ mod tests {
         assert_eq!((epoch.valid_loss, epoch.valid_accuracy), (None, None));
         let svg = crate::report::training_curves_svg(&trained.history).unwrap();
         assert!(!svg.contains("validation"), "a curve for images that were not held out");
+    }
+
+    #[test]
+    fn branches_start_alike_and_the_run_exports_their_mean() {
+        let Some(mnist) = crate::testing::mnist() else {
+            return;
+        };
+        let config = small(1, 1000).with_branches(2);
+        let dir = tempfile::tempdir().unwrap();
+        let exported = run(&config, dir.path(), false).model_bin;
+
+        let (train_split, valid_split) = config.splits(mnist);
+        let splits = (Arc::new(train_split), Arc::new(valid_split));
+        let device = Backend::Flex.device().unwrap().autodiff();
+        let alone = |config: &TrainingConfig, branch: usize| {
+            let dir = dir.path().join(format!("alone-{}-{branch}", config.seed));
+            train_branch(config, branch, &dir, None, &splits, &device, Backend::Flex).unwrap()
+        };
+        let (zero, one, other_seed) = (alone(&config, 0), alone(&config, 1), alone(&config.clone().with_seed(7), 0));
+        let distance = |a: &infer::Model, b: &infer::Model| {
+            let (a, b) = (crate::ema::tensors(a).remove(0), crate::ema::tensors(b).remove(0));
+            a.sub(b).powi_scalar(2).sum().into_scalar::<f32>()
+        };
+        // Sixteen steps leave the weights near where they started: branches share a start,
+        // another seed does not.
+        assert!(distance(&zero, &one) * 10.0 < distance(&zero, &other_seed), "the branches start apart");
+        let branch_zero = zero.clone().to_bytes();
+        assert_ne!(branch_zero, one.clone().to_bytes(), "the branches saw the same data");
+        assert_eq!(crate::ema::mean(vec![zero, one]).to_bytes(), exported);
+        let plain = run(&config.clone().with_branches(1), dir.path(), false).model_bin;
+        assert_eq!(plain, branch_zero, "branch 0 is the plain run");
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct TrainArgs {
     /// uphill (twice the work per step); 0 turns it off [default: 0].
     #[arg(long, value_name = "RHO", value_parser = args::non_negative)]
     sam_rho: Option<f32>,
+    /// Train N runs from the same initial weights, each on its own data order and
+    /// distortions, and export the mean of their weights (N times the time) [default: 1].
+    #[arg(long, value_name = "N")]
+    branches: Option<usize>,
     /// AdamW's decoupled weight decay [default: 0.1].
     #[arg(long)]
     weight_decay: Option<f32>,
@@ -140,6 +144,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
     config.self_distillation = args.self_distillation.unwrap_or(config.self_distillation);
     config.sam_rho = args.sam_rho.unwrap_or(config.sam_rho);
+    config.branches = args.branches.unwrap_or(config.branches);
     config.weight_decay = args.weight_decay.unwrap_or(config.weight_decay);
     config.clean_epochs = args.clean_epochs.unwrap_or(config.clean_epochs);
     config.fade_epochs = args.fade_epochs.unwrap_or(config.fade_epochs);
