@@ -63,7 +63,7 @@ pub struct TrainArgs {
     sam_rho: Option<f32>,
     /// Train N runs from the same initial weights, each on its own data order and
     /// distortions, and export the mean of their weights (N times the time) [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = args::at_least_one)]
     branches: Option<usize>,
     /// AdamW's decoupled weight decay [default: 0.1].
     #[arg(long)]

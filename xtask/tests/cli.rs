@@ -308,6 +308,7 @@ fn counts_of_zero_are_refused_by_name_before_anything_runs() {
         ("--connections", &["bench-serve", "--connections", "0"]),
         ("--seconds", &["fuzz", "--seconds", "0"]),
         ("--runs", &["fuzz", "--runs", "0"]),
+        ("--branches", &["train", "--branches", "0"]),
         ("--threads", &["eval", "--threads", "0", "--model", "/nonexistent/model.bin"]),
     ] {
         let output = xtask(args);
