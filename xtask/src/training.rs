@@ -86,7 +86,7 @@ pub struct TrainArgs {
     #[arg(long)]
     elastic_sigma: Option<f32>,
     /// Largest change of stroke thickness, as a fraction of one pixel's dilation or erosion
-    /// (drawn either way per image); 0 turns it off [default: 0].
+    /// (drawn either way per image); 0 turns it off [default: 0.6].
     #[arg(long, value_name = "FRACTION", value_parser = args::fraction)]
     max_thickness: Option<f32>,
     /// Hold out the last N training images and report accuracy on them each epoch, to choose
