@@ -315,7 +315,9 @@ mod tests {
     fn distortions_stay_within_bounds_and_keep_most_ink() {
         let image = square();
         let ink: f32 = image.iter().map(|&g| g as f32).sum();
-        let config = AugmentConfig::new();
+        // The affine part's bounds; the thickness change, which moves the ink by design, has
+        // its own test above.
+        let config = AugmentConfig::new().with_max_thickness(0.0);
         for index in 0..200 {
             let mut out = vec![0.0; PIXELS];
             Distortion::draw(&config, 1, 0, index).apply(&image, &mut out, |g| g as f32);
