@@ -296,7 +296,17 @@ pub fn predict_request(body: &str) -> Template {
     post.method = Method::POST;
     post.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     post.body = body.to_string().into();
+    post.resend_if = Some(dev_proxy_lost_the_worker);
     post
+}
+
+/// The answer of wrangler's dev proxy when its own hop to the worker failed: a plain-text
+/// 503 that asks for the request to be sent again. (It blames a restart of the worker for
+/// every such failure, because for any path but `/` the URL it compares never matches.)
+/// 0 to 14 of 20,000 requests from 64 connections in a run, on the machine that found it;
+/// production has no such proxy.
+fn dev_proxy_lost_the_worker(status: StatusCode, body: &load::Answer) -> bool {
+    status == StatusCode::SERVICE_UNAVAILABLE && body.to_vec().starts_with(b"Your worker restarted mid-request")
 }
 
 /// A 200 whose body holds a digit.
@@ -306,7 +316,11 @@ pub fn answered(status: StatusCode, body: &load::Answer) -> Result<(), String> {
 
 /// The JSON of a 200 whose body holds a digit.
 pub fn answer(status: StatusCode, body: &load::Answer) -> Result<Value, String> {
-    let answer: Value = serde_json::from_slice(&body.to_vec()).map_err(|e| format!("not JSON: {e}"))?;
+    let bytes = body.to_vec();
+    let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let text = String::from_utf8_lossy(&bytes);
+        format!("not JSON ({e}): {:?}", text.chars().take(200).collect::<String>())
+    })?;
     if status == StatusCode::OK && answer["digit"].is_number() {
         Ok(answer)
     } else {

@@ -26,11 +26,20 @@ pub struct Template {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// An answer that asks for the request to be sent again (a proxy in front of the server
+    /// that lost its own hop to it): the request is sent once more, and counted as resent.
+    pub resend_if: Option<fn(StatusCode, &Answer) -> bool>,
 }
 
 impl Template {
     pub fn get(path: &str) -> Self {
-        Template { method: Method::GET, path: path.into(), headers: HeaderMap::new(), body: Bytes::new() }
+        Template {
+            method: Method::GET,
+            path: path.into(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            resend_if: None,
+        }
     }
 
     fn request(&self, host: SocketAddr) -> anyhow::Result<Request<Full<Bytes>>> {
@@ -52,6 +61,8 @@ pub struct Report {
     pub errors: usize,
     /// The first error, to say what went wrong.
     pub first_error: Option<String>,
+    /// Requests sent a second time because the first answer asked for it (`resend_if`).
+    pub resent: usize,
     /// Bytes of answer bodies received.
     pub body_bytes: u64,
     pub seconds: f64,
@@ -75,10 +86,11 @@ impl Report {
         self.latencies_ms[((n as f64 * q) as usize).min(n - 1)]
     }
 
-    /// One line for people: count, errors, rate and latency.
+    /// One line for people: count, errors, resent, rate and latency.
     pub fn summary(&self) -> String {
+        let resent = if self.resent > 0 { format!(" ({} sent twice)", self.resent) } else { String::new() };
         format!(
-            "{} requests, {} errors, {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
+            "{} requests{resent}, {} errors, {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
             self.requests(),
             self.errors,
             self.per_second(),
@@ -110,6 +122,7 @@ pub fn run(
             report.latencies_ms.extend(part.latencies_ms);
             report.errors += part.errors;
             report.first_error = report.first_error.or(part.first_error);
+            report.resent += part.resent;
             report.body_bytes += part.body_bytes;
         }
         report.seconds = started.elapsed().as_secs_f64();
@@ -131,23 +144,13 @@ async fn connection(
     let mut sender = None;
     while next.fetch_add(1, Ordering::Relaxed) < total {
         let started = Instant::now();
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            if sender.is_none() {
-                sender = Some(connect(address).await?);
-            }
-            let client = sender.as_mut().expect("connected above");
-            client.ready().await?;
-            let response = client.send_request(template.request(address)?).await?;
-            let status = response.status();
-            let mut body = Answer(Vec::new());
-            let mut frames = response.into_body();
-            while let Some(frame) = frames.frame().await {
-                body.0.extend(frame?.into_data().ok());
-            }
-            anyhow::Ok((status, body))
-        })
-        .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
+        let mut answer = send(address, &template, &mut sender).await;
+        if let (Ok((status, body)), Some(resend_if)) = (&answer, template.resend_if)
+            && resend_if(*status, body)
+        {
+            report.resent += 1;
+            answer = send(address, &template, &mut sender).await;
+        }
         let outcome = answer.and_then(|(status, body)| {
             check(status, &body).map_err(|why| anyhow::anyhow!("{status}: {why}"))?;
             Ok(body.size())
@@ -168,6 +171,31 @@ async fn connection(
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One request and its whole answer, on `sender`'s connection (opened first if there is none).
+async fn send(
+    address: SocketAddr,
+    template: &Template,
+    sender: &mut Option<Sender>,
+) -> anyhow::Result<(StatusCode, Answer)> {
+    tokio::time::timeout(REQUEST_TIMEOUT, async {
+        if sender.is_none() {
+            *sender = Some(connect(address).await?);
+        }
+        let client = sender.as_mut().expect("connected above");
+        client.ready().await?;
+        let response = client.send_request(template.request(address)?).await?;
+        let status = response.status();
+        let mut body = Answer(Vec::new());
+        let mut frames = response.into_body();
+        while let Some(frame) = frames.frame().await {
+            body.0.extend(frame?.into_data().ok());
+        }
+        anyhow::Ok((status, body))
+    })
+    .await
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")))
+}
 
 async fn connect(address: SocketAddr) -> anyhow::Result<Sender> {
     let stream = TcpStream::connect(address).await?;
@@ -235,4 +263,53 @@ pub fn closed_within(streams: Vec<std::net::TcpStream>, limit: Duration) -> anyh
         }
     }
     Ok(Some(started.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers every tenth request with a 503 asking for it again.
+    fn flaky_server() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let app =
+            axum::Router::new().route(
+                "/",
+                axum::routing::get(move || {
+                    let n = seen.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        if n % 10 == 9 { (StatusCode::SERVICE_UNAVAILABLE, "again") } else { (StatusCode::OK, "ok") }
+                    }
+                }),
+            );
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            })
+        });
+        address
+    }
+
+    fn asks_again(status: StatusCode, body: &Answer) -> bool {
+        status == StatusCode::SERVICE_UNAVAILABLE && body.to_vec() == b"again"
+    }
+
+    /// One connection, so the server sees the requests in order: the tenth, twentieth, ...
+    /// are refused, and each resend is the next one it sees, which it answers.
+    #[test]
+    fn an_answer_that_asks_for_it_again_is_resent_once_and_counted() {
+        let mut template = Template::get("/");
+        let plain = run(flaky_server(), &template, 1_000, 1, ok).unwrap();
+        assert_eq!((plain.errors, plain.resent), (100, 0), "{:?}", plain.first_error);
+
+        template.resend_if = Some(asks_again);
+        let resending = run(flaky_server(), &template, 1_000, 1, ok).unwrap();
+        // 1,111 requests seen for 1,000 sent: 111 refused, each answered when sent again.
+        assert_eq!((resending.requests(), resending.errors, resending.resent), (1_000, 0, 111));
+    }
 }

@@ -107,10 +107,23 @@ pub fn end_to_end(test: &Split) -> anyhow::Result<()> {
         &body,
     );
 
-    // Load: 20,000 requests from 64 connections, none failing, all answered by that one load.
+    // Load: 20,000 requests from 64 connections, none failing, all answered by that one load,
+    // which is still the isolate's model afterwards (so no isolate restarted under the load).
+    // A request the dev proxy lost on its way to the worker is sent again, as the proxy asks;
+    // more than 1% of those fails the check too.
     let report = load::run(address, &predict_request(&pixels(1)), 20_000, 64, answered_by_the_first_load)?;
     println!("edge: under load: {}", report.summary());
-    checks.expect("20,000 requests from 64 connections", report.errors == 0, &json!(report.first_error));
+    checks.expect(
+        "20,000 requests from 64 connections",
+        report.errors == 0 && report.resent <= report.requests() / 100,
+        &json!({ "first error": report.first_error, "sent twice": report.resent }),
+    );
+    let (status, body) = predict(&pixels(0))?;
+    checks.expect(
+        "the model after the load is still the one loaded first",
+        status == 200 && body["model"]["loads"] == json!(1) && Some(&body["model"]["loaded_at"]) == loaded_at.as_ref(),
+        &body,
+    );
 
     // Every error status.
     for (name, method, path, body, want) in [
