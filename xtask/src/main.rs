@@ -148,7 +148,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "ml")]
         Command::BenchTrain(args) => bench::run(args, threads),
         Command::Setup => setup::setup(),
-        Command::Check => checks::check(),
+        Command::Check => checks::check(true),
         Command::BuildWeb(args) => web::build_web(&args),
         Command::Serve(args) => serve::serve(args),
         Command::BenchServe(args) => serve::bench_serve(&args),
