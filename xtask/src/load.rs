@@ -145,9 +145,16 @@ async fn connection(
     while next.fetch_add(1, Ordering::Relaxed) < total {
         let started = Instant::now();
         let mut answer = send(address, &template, &mut sender).await;
-        if let (Ok((status, body)), Some(resend_if)) = (&answer, template.resend_if)
-            && resend_if(*status, body)
-        {
+        // A template that resends also resends, on a new connection, a request whose
+        // connection was lost (the local Workers runtime resets a few under 64 connections).
+        let resend = template.resend_if.is_some_and(|resend_if| match &answer {
+            Ok((status, body)) => resend_if(*status, body),
+            Err(_) => true,
+        });
+        if resend {
+            if answer.is_err() {
+                sender = None;
+            }
             report.resent += 1;
             answer = send(address, &template, &mut sender).await;
         }
