@@ -303,7 +303,7 @@ pub fn predict_request(body: &str) -> Template {
 /// The answer of wrangler's dev proxy when its own hop to the worker failed: a plain-text
 /// 503 that asks for the request to be sent again. (It blames a restart of the worker for
 /// every such failure, because for any path but `/` the URL it compares never matches.)
-/// 0 to 14 of 20,000 requests from 64 connections in a run, on the machine that found it;
+/// 0 to 36 of 20,000 requests from 64 connections in a run, on the machine that found it;
 /// production has no such proxy.
 fn dev_proxy_lost_the_worker(status: StatusCode, body: &load::Answer) -> bool {
     status == StatusCode::SERVICE_UNAVAILABLE && body.to_vec().starts_with(b"Your worker restarted mid-request")

@@ -28,6 +28,7 @@ pub struct Template {
     pub body: Bytes,
     /// An answer that asks for the request to be sent again (a proxy in front of the server
     /// that lost its own hop to it): the request is sent once more, and counted as resent.
+    /// A template with one also resends, on a new connection, a request whose connection failed.
     pub resend_if: Option<fn(StatusCode, &Answer) -> bool>,
 }
 
@@ -61,7 +62,8 @@ pub struct Report {
     pub errors: usize,
     /// The first error, to say what went wrong.
     pub first_error: Option<String>,
-    /// Requests sent a second time because the first answer asked for it (`resend_if`).
+    /// Requests sent a second time: the first answer asked for it (`resend_if`), or, with
+    /// `resend_if` set, the first connection failed.
     pub resent: usize,
     /// Bytes of answer bodies received.
     pub body_bytes: u64,

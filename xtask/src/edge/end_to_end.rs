@@ -109,8 +109,8 @@ pub fn end_to_end(test: &Split) -> anyhow::Result<()> {
 
     // Load: 20,000 requests from 64 connections, none failing, all answered by that one load,
     // which is still the isolate's model afterwards (so no isolate restarted under the load).
-    // A request the dev proxy lost on its way to the worker is sent again, as the proxy asks;
-    // more than 1% of those fails the check too.
+    // A request the dev proxy lost on its way to the worker is sent again, as the proxy asks,
+    // and so is one whose connection was reset; more than 1% of those fails the check too.
     let report = load::run(address, &predict_request(&pixels(1)), 20_000, 64, answered_by_the_first_load)?;
     println!("edge: under load: {}", report.summary());
     checks.expect(
