@@ -5,21 +5,16 @@ use std::sync::OnceLock;
 
 use crate::data::Mnist;
 
-/// The real MNIST folder if this machine has one (`$MNIST_DATA_DIR`, or `../shared/data/mnist`
-/// beside the checkout), so tests that need the data run in CI and skip loudly elsewhere.
-pub fn mnist_dir() -> Option<PathBuf> {
-    let from_env = std::env::var_os(crate::data::DATA_DIR_ENV).map(PathBuf::from);
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mnist");
-    let found = from_env.into_iter().chain([beside]).find(|dir| dir.is_dir());
-    if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "CI must provide MNIST (set MNIST_DATA_DIR)");
-        eprintln!("MNIST not found: set MNIST_DATA_DIR to run the tests that need it");
-    }
-    found
+/// The folder the real MNIST was read from (see [`mnist`]).
+pub fn mnist_dir() -> PathBuf {
+    mnist().source.clone()
 }
 
-/// MNIST, loaded once per test binary.
-pub fn mnist() -> Option<&'static Mnist> {
-    static MNIST: OnceLock<Option<Mnist>> = OnceLock::new();
-    MNIST.get_or_init(|| mnist_dir().map(|dir| Mnist::load_from(&dir).expect("MNIST loads"))).as_ref()
+/// MNIST, loaded once per test binary and found as `train` finds it: `$MNIST_DATA_DIR`, else
+/// the user cache, downloading and verifying what is missing. A test that needs it fails,
+/// saying what to set, when neither gives it: it never passes without the data.
+pub fn mnist() -> &'static Mnist {
+    static MNIST: OnceLock<Result<Mnist, String>> = OnceLock::new();
+    let loaded = MNIST.get_or_init(|| Mnist::load(None).map_err(|e| e.to_string()));
+    loaded.as_ref().unwrap_or_else(|e| panic!("this test needs MNIST: {e}"))
 }

@@ -410,16 +410,13 @@ mod tests {
     }
 
     fn run(config: &TrainingConfig, dir: &Path, resume: bool) -> TrainedModel {
-        let mnist = crate::testing::mnist().expect("MNIST");
+        let mnist = crate::testing::mnist();
         let options = RunOptions { run_dir: dir.to_path_buf(), backend: Backend::Flex, resume };
         train(config, mnist, &options).expect("training runs")
     }
 
     #[test]
     fn the_same_seed_gives_the_same_model_bytes() {
-        if crate::testing::mnist().is_none() {
-            return;
-        }
         let config = small(1, 3000);
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let first = sha256_hex(&run(&config, a.path(), false).model_bin);
@@ -432,9 +429,6 @@ mod tests {
     /// What a kill while checkpointing leaves; xtask's CLI tests kill a real run with SIGKILL.
     #[test]
     fn resume_skips_a_half_written_checkpoint() {
-        if crate::testing::mnist().is_none() {
-            return;
-        }
         let config = small(2, 2000);
         let (whole, cut) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let uninterrupted = run(&config, whole.path(), false).model_bin;
@@ -453,9 +447,7 @@ mod tests {
 
     #[test]
     fn resume_refuses_a_run_of_another_config() {
-        let Some(mnist) = crate::testing::mnist() else {
-            return;
-        };
+        let mnist = crate::testing::mnist();
         let dir = tempfile::tempdir().unwrap();
         small(2, 500).save(dir.path().join(CONFIG_FILE)).unwrap();
         let options = RunOptions { run_dir: dir.path().to_path_buf(), backend: Backend::Flex, resume: true };
@@ -465,9 +457,6 @@ mod tests {
 
     #[test]
     fn a_run_holding_nothing_out_reports_no_validation() {
-        if crate::testing::mnist().is_none() {
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
         let trained = run(&small(1, 2000).with_validation_images(0), dir.path(), false);
         let epoch = &trained.history[0];
@@ -479,9 +468,7 @@ mod tests {
 
     #[test]
     fn branches_start_alike_and_the_run_exports_their_mean() {
-        let Some(mnist) = crate::testing::mnist() else {
-            return;
-        };
+        let mnist = crate::testing::mnist();
         let config = small(1, 1000).with_branches(2);
         let dir = tempfile::tempdir().unwrap();
         let exported = run(&config, dir.path(), false).model_bin;
@@ -510,9 +497,7 @@ mod tests {
 
     #[test]
     fn a_short_run_learns_to_read_digits() {
-        let Some(mnist) = crate::testing::mnist() else {
-            return;
-        };
+        let mnist = crate::testing::mnist();
         let dir = tempfile::tempdir().unwrap();
         let trained = run(&small(2, 10_000), dir.path(), false);
         let device = Device::flex();

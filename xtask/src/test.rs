@@ -37,8 +37,10 @@ pub fn test(args: TestArgs, threads: usize) -> anyhow::Result<()> {
     // One test at a time: burn's flex backend seeds one process-wide generator, so a test that
     // initialises a model while another seeds and initialises its own changes that one's
     // weights, and the byte-for-byte comparisons of the training tests then fail at random.
+    // The tests that need MNIST read the folder just verified, wherever `--data-dir` put it.
     let status = cargo()
         .args(["test", "--release", "--workspace", "--features", "xtask/ml", "--", "--test-threads=1"])
+        .env(train::data::DATA_DIR_ENV, &mnist.source)
         .status()?;
     if !status.success() {
         bail!("cargo test failed ({status})");

@@ -4,7 +4,6 @@
 #![cfg(feature = "ml")]
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn xtask(args: &[&str]) -> Output {
@@ -15,11 +14,11 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// The MNIST folder CI provides; tests that need it fail in CI and skip elsewhere.
-fn mnist_dir() -> Option<String> {
-    let dir = std::env::var("MNIST_DATA_DIR").ok().map(PathBuf::from).filter(|d| d.is_dir());
-    assert!(dir.is_some() || std::env::var_os("CI").is_none(), "CI must set MNIST_DATA_DIR");
-    dir.map(|d| d.display().to_string())
+/// The MNIST folder, found as the commands find it (`$MNIST_DATA_DIR`, else the user cache,
+/// downloading what is missing): a test that needs it fails without it, never skips.
+fn mnist_dir() -> String {
+    let mnist = train::data::Mnist::load(None).unwrap_or_else(|e| panic!("this test needs MNIST: {e}"));
+    mnist.source.display().to_string()
 }
 
 /// Without the dataset, too: the model is read and loaded before MNIST is.
@@ -39,7 +38,7 @@ fn eval_refuses_a_corrupt_model_file() {
 /// From a folder that holds only the test files: scoring reads nothing else.
 #[test]
 fn eval_scores_lean_weights_and_refuses_broken_ones() {
-    let Some(mnist) = mnist_dir() else { return };
+    let mnist = mnist_dir();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("test-split-only");
     fs::create_dir(&data).unwrap();
@@ -80,7 +79,7 @@ fn eval_names_the_missing_data_file() {
 
 #[test]
 fn a_run_below_the_target_leaves_the_artifacts_alone() {
-    let Some(data) = mnist_dir() else { return };
+    let data = mnist_dir();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("artifacts");
     fs::create_dir(&out).unwrap();
@@ -112,7 +111,7 @@ fn a_run_below_the_target_leaves_the_artifacts_alone() {
 /// same bytes as a run that was never interrupted.
 #[test]
 fn a_run_killed_with_sigkill_resumes_to_the_same_bytes() {
-    let Some(data) = mnist_dir() else { return };
+    let data = mnist_dir();
     let work = tempfile::tempdir().unwrap();
     let train = |name: &str| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -274,7 +273,7 @@ fn predict_names_a_file_that_is_not_an_image() {
 /// blank or faint photo is refused. The images the model saw for some of them are written.
 #[test]
 fn photos_on_grey_unevenly_lit_paper_read_as_well_as_clean_ones() {
-    let Some(data) = mnist_dir() else { return };
+    let data = mnist_dir();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("photos");
     let args = ["bench-photos", "--digits", "100", "--max-drop", "3", "--data-dir", &data];
