@@ -131,13 +131,19 @@ pub struct Mnist {
 impl Mnist {
     /// Finds, verifies and parses MNIST (see the module docs for the lookup order).
     pub fn load(data_dir: Option<&Path>) -> Result<Mnist, DataError> {
-        Self::load_from(&folder(data_dir, &[TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS])?)
+        Self::load_from(&Self::folder(data_dir)?)
     }
 
     /// The 10,000 test images alone, for scoring a model: the training files are neither read
     /// nor downloaded.
     pub fn load_test(data_dir: Option<&Path>) -> Result<Split, DataError> {
         read_split(&folder(data_dir, &[TEST_IMAGES, TEST_LABELS])?, TEST_IMAGES, TEST_LABELS)
+    }
+
+    /// The folder [`Mnist::load`] reads, found the same way (downloading what is missing into
+    /// the user cache), without reading it.
+    pub fn folder(data_dir: Option<&Path>) -> Result<PathBuf, DataError> {
+        folder(data_dir, &[TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS])
     }
 
     /// Reads the four files from `dir`, failing on the first missing or bad one.

@@ -154,9 +154,6 @@ async fn connection(
             Err(_) => true,
         });
         if resend {
-            if answer.is_err() {
-                sender = None;
-            }
             report.resent += 1;
             answer = send(address, &template, &mut sender).await;
         }
@@ -187,7 +184,7 @@ async fn send(
     template: &Template,
     sender: &mut Option<Sender>,
 ) -> anyhow::Result<(StatusCode, Answer)> {
-    tokio::time::timeout(REQUEST_TIMEOUT, async {
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
         if sender.is_none() {
             *sender = Some(connect(address).await?);
         }
@@ -203,7 +200,12 @@ async fn send(
         anyhow::Ok((status, body))
     })
     .await
-    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")))
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
+    // A connection that failed once is not used again: the next request opens a new one.
+    if answer.is_err() {
+        *sender = None;
+    }
+    answer
 }
 
 async fn connect(address: SocketAddr) -> anyhow::Result<Sender> {

@@ -15,10 +15,11 @@ fn stderr(output: &Output) -> String {
 }
 
 /// The MNIST folder, found as the commands find it (`$MNIST_DATA_DIR`, else the user cache,
-/// downloading what is missing): a test that needs it fails without it, never skips.
+/// downloading what is missing): a test that needs it fails without it, never skips. The
+/// commands given it verify its files.
 fn mnist_dir() -> String {
-    let mnist = train::data::Mnist::load(None).unwrap_or_else(|e| panic!("this test needs MNIST: {e}"));
-    mnist.source.display().to_string()
+    let dir = train::data::Mnist::folder(None).unwrap_or_else(|e| panic!("this test needs MNIST: {e}"));
+    dir.display().to_string()
 }
 
 /// Without the dataset, too: the model is read and loaded before MNIST is.
