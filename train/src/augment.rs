@@ -1,6 +1,6 @@
 //! Random distortion of digits: a change of stroke thickness, an affine map (rotation, scale,
-//! shear, translation) and an elastic warp (a smooth random displacement field, as in Simard
-//! et al., 2003).
+//! shear, translation), an elastic warp (a smooth random displacement field, as in Simard
+//! et al., 2003) and an erased rectangle (random erasing, Zhong et al., 2017).
 //!
 //! Every draw comes from a generator keyed by (seed, epoch, image index), so an image's
 //! distortion depends on nothing else: not on batch order, threads, or where a resumed run
@@ -38,6 +38,14 @@ pub struct AugmentConfig {
     /// (< 0); 0 turns it off. 0.6 since trial 8 (README, "Trial 8").
     #[config(default = 0.6)]
     pub max_thickness: f32,
+    /// Chance that a rectangle of the distorted image is erased to paper: a broken or
+    /// occluded stroke; 0 turns it off.
+    #[config(default = 0.0)]
+    pub erase_probability: f32,
+    /// Largest erased rectangle as a fraction of the image's area; the area is drawn between
+    /// 2% and this, the ratio of its sides between 1:3 and 3:1.
+    #[config(default = 0.2)]
+    pub max_erase_area: f32,
 }
 
 impl AugmentConfig {
@@ -50,6 +58,7 @@ impl AugmentConfig {
             .with_max_shift_px(0.0)
             .with_elastic_alpha(0.0)
             .with_max_thickness(0.0)
+            .with_erase_probability(0.0)
     }
 
     /// Every range, and the warp's strength, times `strength` (1 leaves the config as it is).
@@ -62,12 +71,14 @@ impl AugmentConfig {
             elastic_alpha: strength * self.elastic_alpha,
             elastic_sigma: self.elastic_sigma,
             max_thickness: strength * self.max_thickness,
+            erase_probability: strength * self.erase_probability,
+            max_erase_area: self.max_erase_area,
         }
     }
 }
 
 /// One drawn distortion of an image: its thickness change, then its affine part, then its
-/// elastic part.
+/// elastic part, then the erased rectangle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Distortion {
     /// In [-1, 1]: how far the ink moves toward its dilation (> 0) or erosion (< 0).
@@ -75,10 +86,12 @@ pub struct Distortion {
     pub affine: Affine,
     /// Displacement (x, y) of each output pixel, row-major; `None` when the warp is off.
     pub elastic: Option<Vec<[f32; 2]>>,
+    /// Output pixels set to paper; `None` when nothing is erased.
+    pub erased: Option<Rect>,
 }
 
 impl Distortion {
-    pub const NONE: Distortion = Distortion { thickness: 0.0, affine: Affine::IDENTITY, elastic: None };
+    pub const NONE: Distortion = Distortion { thickness: 0.0, affine: Affine::IDENTITY, elastic: None, erased: None };
 
     /// The distortion of image `index` in `epoch` for this `seed`.
     pub fn draw(config: &AugmentConfig, seed: u64, epoch: usize, index: usize) -> Distortion {
@@ -88,7 +101,10 @@ impl Distortion {
         // Drawn last, and only when on, so that the other draws stay what they were without it.
         let limit = config.max_thickness.min(1.0);
         let thickness = if limit > 0.0 { rng.random_range(-limit..=limit) } else { 0.0 };
-        Distortion { thickness, affine, elastic }
+        // Likewise after the thickness.
+        let chance = config.erase_probability.min(1.0);
+        let erased = (chance > 0.0 && rng.random_bool(f64::from(chance))).then(|| Rect::draw(config, &mut rng));
+        Distortion { thickness, affine, elastic, erased }
     }
 
     /// Resamples a 28x28 grey image (bilinear, zero outside), writing `map(grey)` for each
@@ -124,6 +140,37 @@ impl Distortion {
                 out[oy * n + ox] = map(grey.round().clamp(0.0, 255.0) as u8);
             }
         }
+        if let Some(Rect { x, y, width, height }) = self.erased {
+            let paper = map(0);
+            for row in out[y * n..(y + height) * n].chunks_exact_mut(n) {
+                row[x..x + width].fill(paper);
+            }
+        }
+    }
+}
+
+/// A rectangle of pixels inside the 28x28 image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rect {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Rect {
+    /// An erased rectangle: area uniform in [2%, `max_erase_area`] of the image, the ratio of
+    /// its sides log-uniform in [1/3, 3], its place uniform among those inside the image.
+    fn draw(config: &AugmentConfig, rng: &mut StdRng) -> Rect {
+        const MIN_AREA: f32 = 0.02;
+        let n = IMAGE_SIZE as f32;
+        let area = n * n * rng.random_range(MIN_AREA..=config.max_erase_area.clamp(MIN_AREA, 1.0));
+        let ratio = rng.random_range(-3f32.ln()..=3f32.ln()).exp();
+        let side = |length: f32| (length.round() as usize).clamp(1, IMAGE_SIZE);
+        let (width, height) = (side((area * ratio).sqrt()), side((area / ratio).sqrt()));
+        let x = rng.random_range(0..=IMAGE_SIZE - width);
+        let y = rng.random_range(0..=IMAGE_SIZE - height);
+        Rect { x, y, width, height }
     }
 }
 
@@ -299,6 +346,45 @@ mod tests {
         assert_eq!(a.thickness, 0.0);
         assert!(b.thickness != 0.0 && b.thickness.abs() <= 0.5, "{}", b.thickness);
         assert_eq!((a.affine, a.elastic), (b.affine, b.elastic));
+    }
+
+    #[test]
+    fn erasing_is_drawn_only_when_asked_and_leaves_the_other_draws_alone() {
+        let off = AugmentConfig::new().with_elastic_alpha(30.0);
+        let on = off.clone().with_erase_probability(1.0);
+        let (a, b) = (Distortion::draw(&off, 4, 2, 8), Distortion::draw(&on, 4, 2, 8));
+        assert_eq!(a.erased, None);
+        assert!(b.erased.is_some());
+        assert_eq!((a.thickness, a.affine, a.elastic), (b.thickness, b.affine, b.elastic));
+        let half = off.with_erase_probability(0.5);
+        let erased = (0..1000).filter(|&index| Distortion::draw(&half, 4, 2, index).erased.is_some()).count();
+        assert!((400..600).contains(&erased), "{erased} of 1000 erased at probability 0.5");
+    }
+
+    #[test]
+    fn erased_rectangles_lie_inside_the_image_at_the_areas_asked() {
+        let config = AugmentConfig::none().with_erase_probability(1.0).with_max_erase_area(0.2);
+        for index in 0..500 {
+            let Rect { x, y, width, height } = Distortion::draw(&config, 9, 1, index).erased.expect("erased");
+            assert!(x + width <= IMAGE_SIZE && y + height <= IMAGE_SIZE, "{index}: {x},{y} {width}x{height}");
+            // Rounding each side moves the area by up to about a side's length.
+            let area = (width * height) as f32 / PIXELS as f32;
+            assert!((0.01..=0.25).contains(&area), "{index}: area {area}");
+            assert!((width as f32 / height as f32) < 4.0 && (height as f32 / width as f32) < 4.0);
+        }
+    }
+
+    #[test]
+    fn erasing_sets_the_rectangle_to_paper_and_nothing_else() {
+        let image = vec![200u8; PIXELS];
+        let mut out = vec![0.0; PIXELS];
+        let erased = Rect { x: 3, y: 5, width: 4, height: 2 };
+        Distortion { erased: Some(erased), ..Distortion::NONE }.apply(&image, &mut out, |g| g as f32 + 1.0);
+        for (i, &value) in out.iter().enumerate() {
+            let (x, y) = (i % IMAGE_SIZE, i / IMAGE_SIZE);
+            let inside = (3..7).contains(&x) && (5..7).contains(&y);
+            assert_eq!(value, if inside { 1.0 } else { 201.0 }, "pixel ({x}, {y})");
+        }
     }
 
     #[test]

@@ -89,6 +89,14 @@ pub struct TrainArgs {
     /// (drawn either way per image); 0 turns it off [default: 0.6].
     #[arg(long, value_name = "FRACTION", value_parser = args::fraction)]
     max_thickness: Option<f32>,
+    /// Chance that each distorted training image has a random rectangle erased to paper
+    /// (random erasing); 0 turns it off [default: 0].
+    #[arg(long, value_name = "P", value_parser = args::fraction)]
+    erase_probability: Option<f32>,
+    /// Largest erased rectangle, as a fraction of the image's area (at least 2%)
+    /// [default: 0.2].
+    #[arg(long, value_name = "FRACTION", value_parser = args::fraction)]
+    max_erase_area: Option<f32>,
     /// Hold out the last N training images and report accuracy on them each epoch, to choose
     /// a recipe by; the shipped model holds none out [default: 0].
     #[arg(long, value_name = "N")]
@@ -128,6 +136,8 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     augment.elastic_alpha = args.elastic_alpha.unwrap_or(augment.elastic_alpha);
     augment.elastic_sigma = args.elastic_sigma.unwrap_or(augment.elastic_sigma);
     augment.max_thickness = args.max_thickness.unwrap_or(augment.max_thickness);
+    augment.erase_probability = args.erase_probability.unwrap_or(augment.erase_probability);
+    augment.max_erase_area = args.max_erase_area.unwrap_or(augment.max_erase_area);
     if let Some(factor) = args.distortion_scale {
         augment = augment.scaled(factor);
     }
