@@ -165,7 +165,8 @@ impl Rect {
         const MIN_AREA: f32 = 0.02;
         let n = IMAGE_SIZE as f32;
         let area = n * n * rng.random_range(MIN_AREA..=config.max_erase_area.clamp(MIN_AREA, 1.0));
-        let ratio = rng.random_range(-3f32.ln()..=3f32.ln()).exp();
+        let spread = 3f32.ln();
+        let ratio = rng.random_range(-spread..=spread).exp();
         let side = |length: f32| (length.round() as usize).clamp(1, IMAGE_SIZE);
         let (width, height) = (side((area * ratio).sqrt()), side((area / ratio).sqrt()));
         let x = rng.random_range(0..=IMAGE_SIZE - width);
