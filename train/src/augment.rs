@@ -9,7 +9,7 @@
 use burn::config::Config;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-use infer::IMAGE_SIZE;
+use infer::{IMAGE_SIZE, PIXELS};
 
 /// How far each distortion may go; every parameter is drawn uniformly in its range.
 #[derive(Config, Debug, PartialEq)]
@@ -61,7 +61,8 @@ impl AugmentConfig {
             .with_erase_probability(0.0)
     }
 
-    /// Every range, and the warp's strength, times `strength` (1 leaves the config as it is).
+    /// Every range, the warp's strength and the erasing chance times `strength` (1 leaves the
+    /// config as it is).
     pub fn scaled(&self, strength: f32) -> AugmentConfig {
         AugmentConfig {
             max_rotation_deg: strength * self.max_rotation_deg,
@@ -163,8 +164,7 @@ impl Rect {
     /// its sides log-uniform in [1/3, 3], its place uniform among those inside the image.
     fn draw(config: &AugmentConfig, rng: &mut StdRng) -> Rect {
         const MIN_AREA: f32 = 0.02;
-        let n = IMAGE_SIZE as f32;
-        let area = n * n * rng.random_range(MIN_AREA..=config.max_erase_area.clamp(MIN_AREA, 1.0));
+        let area = PIXELS as f32 * rng.random_range(MIN_AREA..=config.max_erase_area.clamp(MIN_AREA, 1.0));
         let spread = 3f32.ln();
         let ratio = rng.random_range(-spread..=spread).exp();
         let side = |length: f32| (length.round() as usize).clamp(1, IMAGE_SIZE);
@@ -281,7 +281,6 @@ fn key(seed: u64, epoch: u64, index: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use infer::PIXELS;
 
     fn square() -> Vec<u8> {
         let mut image = vec![0u8; PIXELS];

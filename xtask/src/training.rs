@@ -75,8 +75,8 @@ pub struct TrainArgs {
     /// [default: 0].
     #[arg(long, value_name = "N")]
     fade_epochs: Option<usize>,
-    /// Every distortion range (rotation, scale, shear, shift, thickness) and the warp's
-    /// strength times this [default: 1].
+    /// Every distortion range (rotation, scale, shear, shift, thickness), the warp's
+    /// strength and the erasing chance times this [default: 1].
     #[arg(long, value_name = "FACTOR", value_parser = args::non_negative)]
     distortion_scale: Option<f32>,
     /// Strength of the elastic warp in pixels; 0 turns it off [default: 0].
