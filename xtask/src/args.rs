@@ -89,6 +89,13 @@ pub fn committed_metrics() -> PathBuf {
     root().join("artifacts/metrics.json")
 }
 
+/// What the committed recipe made on machines other than the one that trained the committed
+/// model, as `cargo xtask reproduce --record` wrote it.
+#[cfg(feature = "ml")]
+pub fn committed_reproductions() -> PathBuf {
+    root().join("artifacts/reproductions.json")
+}
+
 /// Where training computes.
 #[cfg(feature = "ml")]
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

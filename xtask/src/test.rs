@@ -33,7 +33,7 @@ pub fn test(args: TestArgs, threads: usize) -> anyhow::Result<()> {
     let model = ModelFile::read(committed_model())?;
     let mnist = args.data.load()?;
     model.gate(args.target, &mnist.test)?;
-    reproduce::reproduce(&reproduce::ReproduceArgs { data: args.data.clone() })?;
+    reproduce::reproduce(&reproduce::ReproduceArgs { data: args.data.clone(), record: false })?;
     // One test at a time: burn's flex backend seeds one process-wide generator, so a test that
     // initialises a model while another seeds and initialises its own changes that one's
     // weights, and the byte-for-byte comparisons of the training tests then fail at random.
