@@ -1,10 +1,11 @@
 //! Random distortion of digits: a change of stroke thickness, an affine map (rotation, scale,
 //! shear, translation), an elastic warp (a smooth random displacement field, as in Simard
-//! et al., 2003) and an erased rectangle (random erasing, Zhong et al., 2017).
+//! et al., 2003) and an erased rectangle (random erasing, Zhong et al., 2017); and mixup
+//! (Zhang et al., 2018), which blends a whole batch with itself.
 //!
 //! Every draw comes from a generator keyed by (seed, epoch, image index), so an image's
 //! distortion depends on nothing else: not on batch order, threads, or where a resumed run
-//! started.
+//! started. A batch's blend is keyed by (seed, epoch, the batch's first position) alike.
 
 use burn::config::Config;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -46,6 +47,11 @@ pub struct AugmentConfig {
     /// 2% and this, the ratio of its sides between 1:3 and 3:1.
     #[config(default = 0.2)]
     pub max_erase_area: f32,
+    /// Mixup: each distorted batch is blended with itself in reverse order, its images and
+    /// their labels alike, with a weight drawn from Beta(alpha, alpha) (near 0 or 1 for a
+    /// small alpha: mostly one digit with a faint other); 0 turns it off.
+    #[config(default = 0.0)]
+    pub mixup_alpha: f32,
 }
 
 impl AugmentConfig {
@@ -59,10 +65,11 @@ impl AugmentConfig {
             .with_elastic_alpha(0.0)
             .with_max_thickness(0.0)
             .with_erase_probability(0.0)
+            .with_mixup_alpha(0.0)
     }
 
-    /// Every range, the warp's strength and the erasing chance times `strength` (1 leaves the
-    /// config as it is).
+    /// Every range, the warp's strength, the erasing chance and mixup's alpha times `strength`
+    /// (1 leaves the config as it is).
     pub fn scaled(&self, strength: f32) -> AugmentConfig {
         AugmentConfig {
             max_rotation_deg: strength * self.max_rotation_deg,
@@ -74,6 +81,7 @@ impl AugmentConfig {
             max_thickness: strength * self.max_thickness,
             erase_probability: strength * self.erase_probability,
             max_erase_area: self.max_erase_area,
+            mixup_alpha: strength * self.mixup_alpha,
         }
     }
 }
@@ -268,6 +276,19 @@ impl Affine {
 }
 
 /// SplitMix64 over the three inputs: nearby keys give unrelated generators.
+/// The weight of a batch's own images and labels in its mixup blend (the rest goes to the batch
+/// in reverse order), for the batch that starts at `position` of `epoch`'s order; `None` when
+/// mixup is off.
+pub fn mix_weight(config: &AugmentConfig, seed: u64, epoch: usize, position: usize) -> Option<f32> {
+    if config.mixup_alpha <= 0.0 {
+        return None;
+    }
+    // Apart from every image's generator, whose keys count up from 0.
+    let mut rng = StdRng::seed_from_u64(key(seed, epoch as u64, u64::MAX - position as u64));
+    let beta = rand_distr::Beta::new(config.mixup_alpha, config.mixup_alpha).expect("alpha is positive and finite");
+    Some(rng.sample(beta))
+}
+
 fn key(seed: u64, epoch: u64, index: u64) -> u64 {
     let mix = |mut z: u64| {
         z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -281,6 +302,21 @@ fn key(seed: u64, epoch: u64, index: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mixup_weights_follow_a_symmetric_beta_and_are_off_at_zero() {
+        let config = AugmentConfig::new().with_mixup_alpha(0.2);
+        let weights: Vec<f32> = (0..4000).map(|position| mix_weight(&config, 3, 1, position).unwrap()).collect();
+        assert!(weights.iter().all(|weight| (0.0..=1.0).contains(weight)));
+        let mean = weights.iter().sum::<f32>() / weights.len() as f32;
+        assert!((mean - 0.5).abs() < 0.03, "mean {mean}");
+        // Beta(0.2, 0.2) puts 67.3% of its mass within 0.1 of 0 or 1.
+        let near_an_end = weights.iter().filter(|&&weight| !(0.1..=0.9).contains(&weight)).count() as f32 / 4000.0;
+        assert!((0.64..0.71).contains(&near_an_end), "{near_an_end}");
+        assert_eq!(mix_weight(&config, 3, 1, 17), mix_weight(&config, 3, 1, 17));
+        assert_ne!(mix_weight(&config, 3, 1, 17), mix_weight(&config, 3, 2, 17));
+        assert_eq!(mix_weight(&AugmentConfig::new(), 3, 1, 17), None);
+    }
 
     fn square() -> Vec<u8> {
         let mut image = vec![0u8; PIXELS];

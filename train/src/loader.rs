@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use infer::{IMAGE_SIZE, PIXELS, normalise};
 
-use crate::augment::{AugmentConfig, Distortion};
+use crate::augment::{AugmentConfig, Distortion, mix_weight};
 use crate::data::Split;
 
 /// A batch of normalised images `[batch, 1, 28, 28]` and their labels `[batch]`.
@@ -23,14 +23,19 @@ use crate::data::Split;
 pub struct MnistBatch {
     pub images: Tensor<4>,
     pub targets: Tensor<1, Int>,
+    /// Mixup's weight: image i is this much the i-th drawn image and the rest the i-th from
+    /// the end, and its target is their labels in the same shares; `None` when unblended.
+    pub mix: Option<f32>,
 }
 
 impl MnistBatch {
-    /// Builds a batch from the items `indices` of `split`, each drawn through `distortion`.
+    /// Builds a batch from the items `indices` of `split`, each drawn through `distortion`,
+    /// then blended with the batch reversed by `mix` (see [`MnistBatch::mix`]).
     pub fn build(
         split: &Split,
         indices: &[usize],
         distortion: impl Fn(usize) -> Distortion + Sync,
+        mix: Option<f32>,
         device: &Device,
     ) -> MnistBatch {
         let mut pixels = vec![0.0f32; indices.len() * PIXELS];
@@ -38,11 +43,22 @@ impl MnistBatch {
         pixels.par_chunks_exact_mut(PIXELS).zip(indices).for_each(|(out, &index)| {
             distortion(index).apply(split.image(index), out, normalise);
         });
+        if let Some(weight) = mix {
+            // `normalise` is affine, so blending normalised images blends the images.
+            let drawn = pixels.clone();
+            let reversed = drawn.chunks_exact(PIXELS).rev();
+            for ((out, own), other) in pixels.chunks_exact_mut(PIXELS).zip(drawn.chunks_exact(PIXELS)).zip(reversed) {
+                for ((out, own), other) in out.iter_mut().zip(own).zip(other) {
+                    *out = weight * own + (1.0 - weight) * other;
+                }
+            }
+        }
         let labels: Vec<i64> = indices.iter().map(|&i| split.labels[i] as i64).collect();
         let batch = indices.len();
         MnistBatch {
             images: Tensor::from_data(TensorData::new(pixels, [batch, 1, IMAGE_SIZE, IMAGE_SIZE]), device),
             targets: Tensor::from_data(TensorData::new(labels, [batch]), device),
+            mix,
         }
     }
 }
@@ -139,8 +155,12 @@ impl Iterator for EpochIter<'_> {
             return None;
         }
         let indices = &self.order[self.position..end];
+        let (epoch, loader, position) = (self.epoch, self.loader, self.position);
         self.position = end;
-        let (epoch, loader) = (self.epoch, self.loader);
+        let mix = match (&loader.order, &self.augment) {
+            (Order::Shuffled { seed, .. }, Some(augment)) => mix_weight(augment, *seed, epoch, position),
+            _ => None,
+        };
         let batch = MnistBatch::build(
             &loader.split,
             indices,
@@ -148,6 +168,7 @@ impl Iterator for EpochIter<'_> {
                 (Order::Shuffled { seed, .. }, Some(augment)) => Distortion::draw(augment, *seed, epoch, index),
                 _ => Distortion::NONE,
             },
+            mix,
             &loader.device,
         );
         Some(Ok(batch))
@@ -163,6 +184,47 @@ impl DataLoaderIterator<MnistBatch> for EpochIter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Four images of one grey level each (0, 60, 120, 180), labelled 0 to 3.
+    fn four_flat_images() -> Split {
+        let images = (0..4u8).flat_map(|i| std::iter::repeat_n(60 * i, PIXELS)).collect();
+        Split { images, labels: vec![0, 1, 2, 3] }
+    }
+
+    #[test]
+    fn a_blended_batch_mixes_each_image_with_its_mirror_and_keeps_the_labels() {
+        let device = Device::flex();
+        let split = four_flat_images();
+        let batch = |mix| MnistBatch::build(&split, &[0, 1, 2, 3], |_| Distortion::NONE, mix, &device);
+        let plain = batch(None).images.into_data().try_to_vec::<f32>().unwrap();
+        let mixed = batch(Some(0.25));
+        assert_eq!(mixed.mix, Some(0.25));
+        assert_eq!(mixed.targets.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), [0, 1, 2, 3]);
+        let mixed = mixed.images.into_data().try_to_vec::<f32>().unwrap();
+        for image in 0..4 {
+            let (own, other) = (plain[image * PIXELS], plain[(3 - image) * PIXELS]);
+            let want = 0.25 * own + 0.75 * other;
+            assert!(
+                mixed[image * PIXELS..(image + 1) * PIXELS].iter().all(|&got| (got - want).abs() < 1e-6),
+                "image {image}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_distorted_epochs_are_blended_and_each_batch_alike_when_served_again() {
+        let device = Device::flex();
+        let augment = AugmentConfig::none().with_mixup_alpha(0.2);
+        let order = Order::Shuffled { seed: 7, augment, augmented_epochs: 1, fade_epochs: 0 };
+        let loader = MnistLoader::new(Arc::new(four_flat_images()), 2, order, 1, device);
+        let weights = |loader: &MnistLoader| loader.iter().map(|batch| batch.unwrap().mix).collect::<Vec<_>>();
+        let first = weights(&loader);
+        assert!(first.iter().all(|mix| mix.is_some_and(|weight| (0.0..=1.0).contains(&weight))), "{first:?}");
+        assert_ne!(first[0], first[1], "each batch draws its own weight");
+        assert_eq!(weights(&loader), [None, None], "epoch 2 is clean");
+        let again = MnistLoader::new(loader.split.clone(), 2, loader.order.clone(), 1, Device::flex());
+        assert_eq!(weights(&again), first);
+    }
 
     #[test]
     fn a_fade_steps_the_distortion_down_to_the_clean_epochs() {

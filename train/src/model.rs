@@ -1,11 +1,12 @@
-//! The training face of [`infer::Model`]: the loss (self-distilled if asked), the weight
-//! average, sharpness-aware gradients if asked, and burn-train's step traits.
+//! The training face of [`infer::Model`]: the loss (on blended labels, self-distilled if
+//! asked), the weight average, sharpness-aware gradients if asked, and burn-train's step
+//! traits.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Gradients, Tensor};
+use burn::tensor::{Gradients, Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
 use crate::ema::Ema;
@@ -67,6 +68,9 @@ impl Classifier {
     }
 
     fn classify(&self, model: &infer::Model, batch: MnistBatch) -> ClassificationOutput {
+        if batch.mix.is_some() {
+            return self.distil(model, batch, None);
+        }
         let logits = model.forward_with(&TrainingOps, batch.images);
         let loss = CrossEntropyLossConfig::new()
             .with_smoothing(self.label_smoothing)
@@ -75,23 +79,39 @@ impl Classifier {
         ClassificationOutput::new(loss, logits, batch.targets)
     }
 
-    /// Cross-entropy against the smoothed labels mixed with the averaged model's predictions
-    /// for the same (distorted) images, the mix's weight `teacher_weight`.
+    /// Cross-entropy against soft targets: the smoothed labels (blended as the batch's images
+    /// were, see [`MnistBatch::mix`]), mixed with `teacher`'s predictions for the same
+    /// (distorted) images at its weight.
     fn distil(
         &self,
         model: &infer::Model,
         batch: MnistBatch,
-        taught: Tensor<2>,
-        teacher_weight: f32,
+        teacher: Option<(Tensor<2>, f32)>,
     ) -> ClassificationOutput {
-        let logits = model.forward_with(&TrainingOps, batch.images);
-        let smoothing = self.label_smoothing.unwrap_or(0.0);
-        let classes = infer::NUM_CLASSES;
-        let one_hot = batch.targets.clone().one_hot::<2>(classes).float();
-        let labels = one_hot.mul_scalar(1.0 - smoothing).add_scalar(smoothing / classes as f32);
-        let targets = labels.mul_scalar(1.0 - teacher_weight).add(taught.mul_scalar(teacher_weight));
+        let logits = model.forward_with(&TrainingOps, batch.images.clone());
+        let mut targets = self.label_targets(&batch);
+        if let Some((taught, weight)) = teacher {
+            targets = targets.mul_scalar(1.0 - weight).add(taught.mul_scalar(weight));
+        }
         let loss = log_softmax(logits.clone(), 1).mul(targets).sum_dim(1).mean().neg();
         ClassificationOutput::new(loss, logits, batch.targets)
+    }
+
+    /// The batch's labels as smoothed one-hot rows, each blended with the label of the image
+    /// it was blended with.
+    fn label_targets(&self, batch: &MnistBatch) -> Tensor<2> {
+        let smoothing = self.label_smoothing.unwrap_or(0.0);
+        let classes = infer::NUM_CLASSES;
+        let smoothed = |labels: Tensor<1, Int>| {
+            labels.one_hot::<2>(classes).float().mul_scalar(1.0 - smoothing).add_scalar(smoothing / classes as f32)
+        };
+        let own = smoothed(batch.targets.clone());
+        match batch.mix {
+            None => own,
+            Some(weight) => {
+                own.mul_scalar(weight).add(smoothed(batch.targets.clone().flip([0])).mul_scalar(1.0 - weight))
+            }
+        }
     }
 
     /// The averaged model's class probabilities for `images`, outside the autodiff graph.
@@ -116,7 +136,7 @@ impl TrainStep for Classifier {
         });
         let loss = |model: &infer::Model| match &teacher {
             None => self.classify(model, batch.clone()),
-            Some((taught, weight)) => self.distil(model, batch.clone(), taught.clone(), *weight),
+            Some(teacher) => self.distil(model, batch.clone(), Some(teacher.clone())),
         };
         let output = loss(&self.model);
         let Some(rho) = self.sam_rho else {
@@ -202,7 +222,7 @@ mod tests {
         let ema = Ema::of(&model, 0.999, 10.0);
         let images = Tensor::<4>::random([8, 1, 28, 28], Distribution::Normal(0.0, 1.0), device);
         let targets = Tensor::from_data(TensorData::new((0..8i64).collect::<Vec<_>>(), [8]), device);
-        (Classifier::new(model, ema, 0.1), MnistBatch { images, targets })
+        (Classifier::new(model, ema, 0.1), MnistBatch { images, targets, mix: None })
     }
 
     fn loss(output: &ClassificationOutput) -> f32 {
@@ -215,8 +235,26 @@ mod tests {
         let (classifier, batch) = classifier(&device);
         let plain = loss(&classifier.classify(&classifier.model, batch.clone()));
         let taught = classifier.teacher_predictions(batch.images.clone());
-        let distilled = loss(&classifier.distil(&classifier.model, batch, taught, 0.0));
+        let distilled = loss(&classifier.distil(&classifier.model, batch, Some((taught, 0.0))));
         assert!((plain - distilled).abs() < 1e-5, "{plain} vs {distilled}");
+    }
+
+    /// Cross-entropy is linear in its targets, so a blended batch's loss is the blend of the
+    /// losses against each image's own labels and against its partner's.
+    #[test]
+    fn a_blended_batch_is_scored_against_both_labels_in_its_shares() {
+        let device = Device::flex().autodiff();
+        let (classifier, batch) = classifier(&device);
+        let partners = MnistBatch { targets: batch.targets.clone().flip([0]), ..batch.clone() };
+        let (own, other) = (
+            loss(&classifier.classify(&classifier.model, batch.clone())),
+            loss(&classifier.classify(&classifier.model, partners)),
+        );
+        for weight in [1.0, 0.3] {
+            let got = loss(&classifier.classify(&classifier.model, MnistBatch { mix: Some(weight), ..batch.clone() }));
+            let want = weight * own + (1.0 - weight) * other;
+            assert!((got - want).abs() < 1e-5, "weight {weight}: {got} vs {want}");
+        }
     }
 
     /// With the whole weight on the teacher, the loss is the cross-entropy of the model's
@@ -230,7 +268,7 @@ mod tests {
         let want = teacher.clone().mul(student).sum_dim(1).mean().neg().into_scalar::<f32>();
         let other_labels = MnistBatch { targets: batch.targets.clone().flip([0]), ..batch.clone() };
         for batch in [batch, other_labels] {
-            let got = loss(&classifier.distil(&classifier.model, batch, teacher.clone(), 1.0));
+            let got = loss(&classifier.distil(&classifier.model, batch, Some((teacher.clone(), 1.0))));
             assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         }
     }

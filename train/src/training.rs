@@ -213,6 +213,12 @@ pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Re
     if !(config.sam_rho.is_finite() && config.sam_rho >= 0.0) {
         return Err(TrainError::Config(format!("the SAM radius must be at least 0, not {}", config.sam_rho)));
     }
+    if !(config.augment.mixup_alpha.is_finite() && config.augment.mixup_alpha >= 0.0) {
+        return Err(TrainError::Config(format!(
+            "mixup's alpha must be at least 0, not {}",
+            config.augment.mixup_alpha
+        )));
+    }
     if !(0.0..1.0).contains(&config.dropout) {
         return Err(TrainError::Config(format!("dropout must be in [0, 1), not {}", config.dropout)));
     }
@@ -320,7 +326,7 @@ fn measure_batch_norm(model: infer::Model, split: &Split, config: &TrainingConfi
     let mut order: Vec<usize> = (0..split.len()).collect();
     order.shuffle(&mut StdRng::seed_from_u64(config.seed));
     for indices in order.chunks(config.batch_size).take(config.batch_norm_batches) {
-        let batch = MnistBatch::build(split, indices, |_| Distortion::NONE, device);
+        let batch = MnistBatch::build(split, indices, |_| Distortion::NONE, None, device);
         drop(model.forward_with(&TrainingOps, batch.images));
     }
     model.valid()

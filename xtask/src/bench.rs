@@ -186,7 +186,7 @@ impl BurnBench {
 fn random_batch(batch: usize, device: &Device) -> MnistBatch {
     let images = Tensor::<4>::random([batch, 1, IMAGE_SIZE, IMAGE_SIZE], Distribution::Normal(0.0, 1.0), device);
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
-    MnistBatch { images, targets: Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), device) }
+    MnistBatch { images, targets: Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), device), mix: None }
 }
 
 /// Where Debian and Ubuntu put mimalloc's shared library.

@@ -76,7 +76,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     fade_epochs: Option<usize>,
     /// Every distortion range (rotation, scale, shear, shift, thickness), the warp's
-    /// strength and the erasing chance times this [default: 1].
+    /// strength, the erasing chance and mixup's alpha times this [default: 1].
     #[arg(long, value_name = "FACTOR", value_parser = args::non_negative)]
     distortion_scale: Option<f32>,
     /// Strength of the elastic warp in pixels; 0 turns it off [default: 0].
@@ -97,6 +97,10 @@ pub struct TrainArgs {
     /// [default: 0.2].
     #[arg(long, value_name = "FRACTION", value_parser = args::fraction)]
     max_erase_area: Option<f32>,
+    /// Mixup: blend each distorted batch with itself reversed, images and labels alike, by a
+    /// weight drawn from Beta(ALPHA, ALPHA); 0 turns it off [default: 0].
+    #[arg(long, value_name = "ALPHA", value_parser = args::non_negative)]
+    mixup_alpha: Option<f32>,
     /// Hold out the last N training images and report accuracy on them each epoch, to choose
     /// a recipe by; the shipped model holds none out [default: 0].
     #[arg(long, value_name = "N")]
@@ -138,6 +142,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     augment.max_thickness = args.max_thickness.unwrap_or(augment.max_thickness);
     augment.erase_probability = args.erase_probability.unwrap_or(augment.erase_probability);
     augment.max_erase_area = args.max_erase_area.unwrap_or(augment.max_erase_area);
+    augment.mixup_alpha = args.mixup_alpha.unwrap_or(augment.mixup_alpha);
     if let Some(factor) = args.distortion_scale {
         augment = augment.scaled(factor);
     }

@@ -334,6 +334,8 @@ fn out_of_range_training_settings_are_refused_by_name_before_anything_runs() {
         ("--sam-rho", "inf", non_negative),
         ("--distortion-scale", "-1", non_negative),
         ("--distortion-scale", "NaN", non_negative),
+        ("--mixup-alpha", "-0.2", non_negative),
+        ("--mixup-alpha", "NaN", non_negative),
     ] {
         // The data folder does not exist: a setting that got past the parser would fail there,
         // with exit status 1, instead.
