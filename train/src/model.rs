@@ -94,7 +94,12 @@ impl Classifier {
             targets = targets.mul_scalar(1.0 - weight).add(taught.mul_scalar(weight));
         }
         let loss = log_softmax(logits.clone(), 1).mul(targets).sum_dim(1).mean().neg();
-        ClassificationOutput::new(loss, logits, batch.targets)
+        // Training accuracy counts the label that outweighs the other in each blend.
+        let shown = match batch.mix {
+            Some(weight) if weight < 0.5 => batch.targets.flip([0]),
+            _ => batch.targets,
+        };
+        ClassificationOutput::new(loss, logits, shown)
     }
 
     /// The batch's labels as smoothed one-hot rows, each blended with the label of the image
@@ -251,9 +256,12 @@ mod tests {
             loss(&classifier.classify(&classifier.model, partners)),
         );
         for weight in [1.0, 0.3] {
-            let got = loss(&classifier.classify(&classifier.model, MnistBatch { mix: Some(weight), ..batch.clone() }));
+            let output = classifier.classify(&classifier.model, MnistBatch { mix: Some(weight), ..batch.clone() });
             let want = weight * own + (1.0 - weight) * other;
-            assert!((got - want).abs() < 1e-5, "weight {weight}: {got} vs {want}");
+            assert!((loss(&output) - want).abs() < 1e-5, "weight {weight}: {} vs {want}", loss(&output));
+            // Accuracy is counted against the label with the larger share.
+            let dominant = if weight < 0.5 { batch.targets.clone().flip([0]) } else { batch.targets.clone() };
+            assert!(output.targets.equal(dominant).all().into_scalar::<bool>(), "weight {weight}");
         }
     }
 
