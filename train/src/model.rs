@@ -67,9 +67,11 @@ impl Classifier {
         self.ema.weights(&self.model)
     }
 
+    /// burn's label-smoothed cross-entropy; a blended batch's soft targets go to
+    /// [`Self::soft_cross_entropy`].
     fn classify(&self, model: &infer::Model, batch: MnistBatch) -> ClassificationOutput {
         if batch.mix.is_some() {
-            return self.distil(model, batch, None);
+            return self.soft_cross_entropy(model, batch, None);
         }
         let logits = model.forward_with(&TrainingOps, batch.images);
         let loss = CrossEntropyLossConfig::new()
@@ -82,7 +84,7 @@ impl Classifier {
     /// Cross-entropy against soft targets: the smoothed labels (blended as the batch's images
     /// were, see [`MnistBatch::mix`]), mixed with `teacher`'s predictions for the same
     /// (distorted) images at its weight.
-    fn distil(
+    fn soft_cross_entropy(
         &self,
         model: &infer::Model,
         batch: MnistBatch,
@@ -141,7 +143,7 @@ impl TrainStep for Classifier {
         });
         let loss = |model: &infer::Model| match &teacher {
             None => self.classify(model, batch.clone()),
-            Some(teacher) => self.distil(model, batch.clone(), Some(teacher.clone())),
+            Some(teacher) => self.soft_cross_entropy(model, batch.clone(), Some(teacher.clone())),
         };
         let output = loss(&self.model);
         let Some(rho) = self.sam_rho else {
@@ -240,7 +242,7 @@ mod tests {
         let (classifier, batch) = classifier(&device);
         let plain = loss(&classifier.classify(&classifier.model, batch.clone()));
         let taught = classifier.teacher_predictions(batch.images.clone());
-        let distilled = loss(&classifier.distil(&classifier.model, batch, Some((taught, 0.0))));
+        let distilled = loss(&classifier.soft_cross_entropy(&classifier.model, batch, Some((taught, 0.0))));
         assert!((plain - distilled).abs() < 1e-5, "{plain} vs {distilled}");
     }
 
@@ -276,7 +278,7 @@ mod tests {
         let want = teacher.clone().mul(student).sum_dim(1).mean().neg().into_scalar::<f32>();
         let other_labels = MnistBatch { targets: batch.targets.clone().flip([0]), ..batch.clone() };
         for batch in [batch, other_labels] {
-            let got = loss(&classifier.distil(&classifier.model, batch, Some((teacher.clone(), 1.0))));
+            let got = loss(&classifier.soft_cross_entropy(&classifier.model, batch, Some((teacher.clone(), 1.0))));
             assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         }
     }
