@@ -275,7 +275,6 @@ impl Affine {
     }
 }
 
-/// SplitMix64 over the three inputs: nearby keys give unrelated generators.
 /// The weight of a batch's own images and labels in its mixup blend (the rest goes to the batch
 /// in reverse order), for the batch that starts at `position` of `epoch`'s order; `None` when
 /// mixup is off.
@@ -289,6 +288,7 @@ pub fn mix_weight(config: &AugmentConfig, seed: u64, epoch: usize, position: usi
     Some(rng.sample(beta))
 }
 
+/// SplitMix64 over the three inputs: nearby keys give unrelated generators.
 fn key(seed: u64, epoch: u64, index: u64) -> u64 {
     let mix = |mut z: u64| {
         z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -157,18 +157,16 @@ impl Iterator for EpochIter<'_> {
         let indices = &self.order[self.position..end];
         let (epoch, loader, position) = (self.epoch, self.loader, self.position);
         self.position = end;
-        let mix = match (&loader.order, &self.augment) {
-            (Order::Shuffled { seed, .. }, Some(augment)) => mix_weight(augment, *seed, epoch, position),
+        // The seed and ranges of a distorted epoch; `None` serves the images as stored.
+        let distorted = match (&loader.order, &self.augment) {
+            (Order::Shuffled { seed, .. }, Some(augment)) => Some((*seed, augment)),
             _ => None,
         };
         let batch = MnistBatch::build(
             &loader.split,
             indices,
-            |index| match (&loader.order, &self.augment) {
-                (Order::Shuffled { seed, .. }, Some(augment)) => Distortion::draw(augment, *seed, epoch, index),
-                _ => Distortion::NONE,
-            },
-            mix,
+            |index| distorted.map_or(Distortion::NONE, |(seed, augment)| Distortion::draw(augment, seed, epoch, index)),
+            distorted.and_then(|(seed, augment)| mix_weight(augment, seed, epoch, position)),
             &loader.device,
         );
         Some(Ok(batch))

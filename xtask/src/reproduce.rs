@@ -43,7 +43,7 @@ pub struct Reproduction {
 
 /// `artifacts/reproductions.json`: runs of the recipe on machines that differ from the one
 /// that trained the committed model, each of which the same recipe makes bit for bit again.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Reproductions {
     /// The committed model these runs re-derived; the runs of an older model say nothing about
     /// what the recipe makes now.
