@@ -72,8 +72,11 @@ where
     P::Item: Send,
     S: Clone + Send,
 {
-    use rayon::iter::{ParallelBridge, ParallelIterator};
-    planes.par_bridge().for_each_with(scratch, work);
+    use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
+    // A list rayon can split, rather than `par_bridge`, whose threads take the planes one
+    // at a time from behind a lock: a plane is about a microsecond's work.
+    let planes: alloc::vec::Vec<P::Item> = planes.collect();
+    planes.into_par_iter().with_min_len(16).for_each_with(scratch, work);
 }
 
 #[cfg(all(feature = "flex", not(feature = "std")))]
