@@ -12,7 +12,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
-use super::{contiguous, for_each_plane, zeroed};
+use super::{contiguous, write_planes};
 
 use crate::lean::kernels::gelu_in_place;
 
@@ -64,12 +64,13 @@ impl Planes {
         let x = contiguous(x);
         let input = x.as_slice::<f32>().expect("contiguous f32");
         let (side_in, side_out) = (self.height * self.width, self.pooled_per_plane());
-        let mut pooled = zeroed(self.batch * self.channels * side_out);
-        let mut winners = zeroed(pooled.len());
-        let planes = pooled.chunks_mut(side_out).zip(winners.chunks_mut(side_out)).zip(input.chunks(side_in));
-        for_each_plane(planes, vec![0.0f32; side_in], |activated, ((pooled, winners), input)| {
-            gelu_pool_plane(input, activated, pooled, winners, self.width);
-        });
+        let len = self.batch * self.channels * side_out;
+        let mut winners = vec![0u8; len];
+        let inputs = winners.chunks_mut(side_out).zip(input.chunks(side_in));
+        let pooled =
+            write_planes(len, side_out, inputs, vec![0.0f32; side_in], |activated, pooled, (winners, input)| {
+                gelu_pool_plane(input, activated, pooled, winners, self.width);
+            });
         (FlexTensor::from_data(TensorData::new(pooled, self.pooled_shape())), winners)
     }
 

@@ -84,24 +84,41 @@ pub fn for_each_plane<P: Iterator, S>(planes: P, mut scratch: S, work: impl Fn(&
     planes.for_each(|plane| work(&mut scratch, plane));
 }
 
-/// `len` zeroes for a kernel's output, written by all threads: `vec![0.0; len]` of an
-/// activation is a memset on the calling thread alone, while the other core waits.
-#[cfg(all(feature = "flex", feature = "std"))]
-pub fn zeroed<T: Copy + Default + Send + Sync>(len: usize) -> alloc::vec::Vec<T> {
+/// `len` values computed `plane` at a time by `work` on all cores (as [`for_each_plane`]),
+/// each plane with the matching item of `inputs` and handed over as zeroes. A plane is zeroed
+/// by its own thread just before `work` writes or adds to it, while it is in cache: zeroing
+/// the whole output first is one more pass over memory, and on the calling thread alone.
+///
+/// Panics if `inputs` has fewer items than there are planes.
+#[cfg(feature = "flex")]
+pub fn write_planes<T, I, S>(
+    len: usize,
+    plane: usize,
+    inputs: impl ExactSizeIterator<Item = I> + Send,
+    scratch: S,
+    work: impl Fn(&mut S, &mut [T], I) + Sync + Send,
+) -> alloc::vec::Vec<T>
+where
+    T: Copy + Default + Send,
+    I: Send,
+    S: Clone + Send,
+{
     use core::mem::MaybeUninit;
-    use rayon::{iter::ParallelIterator, slice::ParallelSliceMut};
     let mut values = alloc::vec::Vec::with_capacity(len);
-    values.spare_capacity_mut()[..len]
-        .par_chunks_mut(1 << 14)
-        .for_each(|chunk| chunk.fill(MaybeUninit::new(T::default())));
-    // SAFETY: the line above initialised every element below `len`.
+    let planes = values.spare_capacity_mut()[..len].chunks_mut(plane);
+    assert!(inputs.len() >= planes.len(), "{} inputs for {} planes", inputs.len(), planes.len());
+    for_each_plane(planes.zip(inputs), scratch, |scratch, (plane, input)| {
+        plane.fill(MaybeUninit::new(T::default()));
+        // SAFETY: every element of `plane` was initialised on the line above, and
+        // `MaybeUninit<T>` has the layout of `T`.
+        let plane = unsafe { &mut *(plane as *mut [MaybeUninit<T>] as *mut [T]) };
+        work(scratch, plane, input);
+    });
+    // SAFETY: `for_each_plane` ran `work` on every plane (the zip is as long as the planes, by
+    // the assertion), so each of the first `len` elements was initialised; had a `work`
+    // panicked, the panic would have left before this line.
     unsafe { values.set_len(len) };
     values
-}
-
-#[cfg(all(feature = "flex", not(feature = "std")))]
-pub fn zeroed<T: Copy + Default>(len: usize) -> alloc::vec::Vec<T> {
-    alloc::vec![T::default(); len]
 }
 
 /// The widest vectors this CPU has, for [`widest_vectors!`](crate::widest_vectors).

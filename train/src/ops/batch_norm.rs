@@ -18,7 +18,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::{Tensor, TensorData};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
-use infer::ops::{contiguous, for_each_plane, zeroed};
+use infer::ops::{contiguous, write_planes};
 use infer::widest_vectors;
 
 use super::{lane_sum, plane_sum};
@@ -132,14 +132,18 @@ impl Statistics {
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         let input = x.as_slice::<f32>().expect("contiguous f32");
         let (gamma, beta) = (gamma.as_slice::<f32>().expect("f32"), beta.as_slice::<f32>().expect("f32"));
-        let mut output = zeroed(input.len());
-        let planes = output.chunks_mut(self.plane).zip(input.chunks(self.plane)).enumerate();
-        for_each_plane(planes, (), |_, (index, (output, input))| {
-            let c = index % self.channels.len();
-            let Channel { mean, inv_std, .. } = self.channels[c];
-            let (scale, shift) = (inv_std * gamma[c], beta[c] - mean * inv_std * gamma[c]);
-            scale_shift(output, input, scale, shift);
-        });
+        let output = write_planes(
+            input.len(),
+            self.plane,
+            input.chunks(self.plane).enumerate(),
+            (),
+            |_, output, (index, input)| {
+                let c = index % self.channels.len();
+                let Channel { mean, inv_std, .. } = self.channels[c];
+                let (scale, shift) = (inv_std * gamma[c], beta[c] - mean * inv_std * gamma[c]);
+                scale_shift(output, input, scale, shift);
+            },
+        );
         self.tensor(output)
     }
 
@@ -165,9 +169,8 @@ impl Statistics {
             })
             .collect();
         let count = (batch * plane) as f32;
-        let mut input_grad = zeroed(input.len());
-        let planes = input_grad.chunks_mut(plane).zip(input.chunks(plane).zip(grad.chunks(plane))).enumerate();
-        for_each_plane(planes, (), |_, (index, (input_grad, (x, dy)))| {
+        let inputs = input.chunks(plane).zip(grad.chunks(plane)).enumerate();
+        let input_grad = write_planes(input.len(), plane, inputs, (), |_, input_grad, (index, (x, dy))| {
             let c = index % channels;
             let Channel { mean, inv_std, .. } = self.channels[c];
             let (dy_mean, dy_xhat_mean) = (sums[c].0 as f32 / count, sums[c].1 as f32 / count);

@@ -17,10 +17,9 @@ use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorMetadata, ba
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Tensor, TensorData};
-use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
-use rayon::slice::{ParallelSlice, ParallelSliceMut};
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
-use infer::ops::{contiguous, zeroed};
+use infer::ops::{contiguous, write_planes};
 
 use super::plane_sum;
 
@@ -151,18 +150,20 @@ impl Geometry {
     /// to channels-last on the calling thread, which left the other core idle.
     fn forward(&self, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
         let (taps, plane, image_len) = (self.taps(), self.plane(), self.inputs * self.height * self.width);
-        let mut output = zeroed(self.batch * self.outputs * plane);
-        output.par_chunks_mut(self.outputs * plane).zip(x.par_chunks(image_len)).for_each_init(
-            || vec![0.0f32; taps * plane],
-            |columns, (image_out, image)| {
+        let len = self.batch * self.outputs * plane;
+        write_planes(
+            len,
+            self.outputs * plane,
+            x.chunks(image_len),
+            vec![0.0f32; taps * plane],
+            |columns, image_out, image| {
                 self.im2col(image, columns);
                 for (channel, &b) in image_out.chunks_exact_mut(plane).zip(bias) {
                     channel.fill(b);
                 }
                 matmul_accumulate(image_out, plane, weight, [taps as isize, 1], columns, [plane as isize, 1], taps);
             },
-        );
-        output
+        )
     }
 
     /// `sum over images of grad_image [outputs, plane] x im2col(image)^T [plane, taps]`. Each
@@ -196,16 +197,12 @@ impl Geometry {
     /// Per image: `weight^T [taps, outputs] x grad_image [outputs, plane]`, scattered back.
     fn input_grad(&self, weight: &[f32], grad: &[f32]) -> Vec<f32> {
         let (taps, plane, image_len) = (self.taps(), self.plane(), self.inputs * self.height * self.width);
-        let mut input_grad = zeroed(self.batch * image_len);
-        input_grad.par_chunks_mut(image_len).zip(grad.par_chunks(self.outputs * plane)).for_each_init(
-            || vec![0.0f32; taps * plane],
-            |columns, (image, grad)| {
-                columns.fill(0.0);
-                matmul_accumulate(columns, plane, weight, [1, taps as isize], grad, [plane as isize, 1], self.outputs);
-                self.col2im(columns, image);
-            },
-        );
-        input_grad
+        let grads = grad.chunks(self.outputs * plane);
+        write_planes(self.batch * image_len, image_len, grads, vec![0.0f32; taps * plane], |columns, image, grad| {
+            columns.fill(0.0);
+            matmul_accumulate(columns, plane, weight, [1, taps as isize], grad, [plane as isize, 1], self.outputs);
+            self.col2im(columns, image);
+        })
     }
 
     /// The sum of the output gradient per channel.

@@ -1,7 +1,6 @@
 //! GELU followed by 2x2 max pooling in training: `infer`'s fused forward pass, and a backward
 //! pass that needs GELU's derivative at only one input in four, the window's winner.
 
-use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
@@ -11,7 +10,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Tensor, TensorData};
-use infer::ops::{contiguous, erf, for_each_plane, gelu_max_pool_flex};
+use infer::ops::{contiguous, erf, gelu_max_pool_flex, write_planes};
 use infer::widest_vectors;
 
 #[backend_extension(Flex, Autodiff)]
@@ -56,24 +55,22 @@ fn backward(x: &FlexTensor, winners: &[u8], grad: &FlexTensor) -> FlexTensor {
         let (i, j) = (index / (w / 2), index % (w / 2));
         (2 * i + usize::from(winner >> 1)) * w + 2 * j + usize::from(winner & 1)
     };
-    // Every plane is written whole below, so the buffer needs no zeroing first.
-    let mut input_grad: Vec<f32> = Vec::with_capacity(input.len());
-    let planes = input_grad.spare_capacity_mut()[..input.len()]
-        .chunks_mut(side_in)
-        .zip(input.chunks(side_in))
-        .zip(grad.chunks(side_out).zip(winners.chunks(side_out)));
-    for_each_plane(planes, vec![0.0f32; side_out], |slopes, ((input_grad, input), (grad, winners))| {
-        for (index, (slope, &winner)) in slopes.iter_mut().zip(winners).enumerate() {
-            *slope = input[winner_at(index, winner)];
-        }
-        gelu_derivative_in_place(slopes);
-        input_grad.fill(MaybeUninit::new(0.0));
-        for (index, ((&grad, &winner), &slope)) in grad.iter().zip(winners).zip(slopes.iter()).enumerate() {
-            input_grad[winner_at(index, winner)] = MaybeUninit::new(grad * slope);
-        }
-    });
-    // SAFETY: the planes cover the first `input.len()` elements and each was filled.
-    unsafe { input_grad.set_len(input.len()) };
+    let inputs = input.chunks(side_in).zip(grad.chunks(side_out).zip(winners.chunks(side_out)));
+    let input_grad = write_planes(
+        input.len(),
+        side_in,
+        inputs,
+        vec![0.0f32; side_out],
+        |slopes, input_grad, (input, (grad, winners))| {
+            for (index, (slope, &winner)) in slopes.iter_mut().zip(winners).enumerate() {
+                *slope = input[winner_at(index, winner)];
+            }
+            gelu_derivative_in_place(slopes);
+            for (index, ((&grad, &winner), &slope)) in grad.iter().zip(winners).zip(slopes.iter()).enumerate() {
+                input_grad[winner_at(index, winner)] = grad * slope;
+            }
+        },
+    );
     FlexTensor::from_data(TensorData::new(input_grad, shape))
 }
 
