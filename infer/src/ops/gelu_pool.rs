@@ -14,7 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::{contiguous, write_planes};
 
-use crate::lean::kernels::gelu_in_place;
+use crate::lean::kernels::gelu;
 
 #[backend_extension(Flex)]
 pub trait GeluMaxPool: Backend {
@@ -83,8 +83,9 @@ crate::widest_vectors! {
     /// One plane of the forward pass: GELU of `input` into `activated`, then its 2x2 maxima
     /// and their positions.
     fn gelu_pool_plane(input: &[f32], activated: &mut [f32], pooled: &mut [f32], winners: &mut [u8], width: usize) {
-        activated.copy_from_slice(input);
-        gelu_in_place(activated);
+        for (activated, &x) in activated.iter_mut().zip(input) {
+            *activated = gelu(x);
+        }
         pool_plane(activated, pooled, winners, width);
     }
 }
@@ -95,10 +96,16 @@ fn pool_plane(activated: &[f32], pooled: &mut [f32], winners: &mut [u8], w: usiz
     for (i, (pooled, winners)) in pooled.chunks_mut(w / 2).zip(winners.chunks_mut(w / 2)).enumerate() {
         let (top, bottom) = (&activated[2 * i * w..][..w], &activated[(2 * i + 1) * w..][..w]);
         for j in 0..w / 2 {
-            let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
-            let winner = (1..4).fold(0, |best, k| if window[k] > window[best] { k } else { best });
-            pooled[j] = window[winner];
-            winners[j] = winner as u8;
+            // The first of the four to hold the maximum wins (a NaN never does): selects on
+            // registers, where an indexed array of the window went through memory.
+            let (mut max, mut winner) = (top[2 * j], 0);
+            for (k, value) in [(1, top[2 * j + 1]), (2, bottom[2 * j]), (3, bottom[2 * j + 1])] {
+                if value > max {
+                    (max, winner) = (value, k);
+                }
+            }
+            pooled[j] = max;
+            winners[j] = winner;
         }
     }
 }
