@@ -66,21 +66,21 @@ pub fn contiguous(x: &burn::backend::flex::FlexTensor) -> burn::backend::flex::F
 
 /// Runs `work` on every item, on all cores where there is std; `scratch` is per thread.
 #[cfg(all(feature = "flex", feature = "std"))]
-pub fn for_each_plane<P, S>(planes: P, scratch: S, work: impl Fn(&mut S, P::Item) + Sync + Send)
+fn for_each_plane<P, S>(planes: P, scratch: S, work: impl Fn(&mut S, P::Item) + Sync + Send)
 where
-    P: Iterator + Send,
+    P: Iterator,
     P::Item: Send,
     S: Clone + Send,
 {
     use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
     // A list rayon can split, rather than `par_bridge`, whose threads take the planes one
-    // at a time from behind a lock: a plane is about a microsecond's work.
+    // at a time from behind a lock: a plane is only a few hundred values.
     let planes: alloc::vec::Vec<P::Item> = planes.collect();
     planes.into_par_iter().with_min_len(16).for_each_with(scratch, work);
 }
 
 #[cfg(all(feature = "flex", not(feature = "std")))]
-pub fn for_each_plane<P: Iterator, S>(planes: P, mut scratch: S, work: impl Fn(&mut S, P::Item)) {
+fn for_each_plane<P: Iterator, S>(planes: P, mut scratch: S, work: impl Fn(&mut S, P::Item)) {
     planes.for_each(|plane| work(&mut scratch, plane));
 }
 
@@ -94,7 +94,7 @@ pub fn for_each_plane<P: Iterator, S>(planes: P, mut scratch: S, work: impl Fn(&
 pub fn write_planes<T, I, S>(
     len: usize,
     plane: usize,
-    inputs: impl ExactSizeIterator<Item = I> + Send,
+    inputs: impl ExactSizeIterator<Item = I>,
     scratch: S,
     work: impl Fn(&mut S, &mut [T], I) + Sync + Send,
 ) -> alloc::vec::Vec<T>
