@@ -180,3 +180,29 @@ macro_rules! widest_vectors {
         }
     };
 }
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::write_planes;
+
+    #[test]
+    fn every_plane_is_handed_over_as_zeroes_and_written_with_its_own_input() {
+        // A freed block of the same size, full of sevens, for the allocator to hand out again:
+        // were the planes not zeroed, they would come with sevens in them.
+        drop(core::hint::black_box(alloc::vec![7.0f32; 10]));
+        // 10 values in planes of 4: two whole planes and a short last one.
+        let values = write_planes(10, 4, [1.0f32, 2.0, 3.0].into_iter(), 0usize, |_, plane: &mut [f32], input| {
+            assert!(plane.iter().all(|&v| v == 0.0), "a plane came with values in it");
+            for (k, v) in plane.iter_mut().enumerate() {
+                *v += input * 10.0 + k as f32;
+            }
+        });
+        assert_eq!(values, [10.0, 11.0, 12.0, 13.0, 20.0, 21.0, 22.0, 23.0, 30.0, 31.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "2 inputs for 3 planes")]
+    fn fewer_inputs_than_planes_are_refused() {
+        write_planes(10, 4, [1.0f32, 2.0].into_iter(), (), |_, plane: &mut [f32], input| plane.fill(input));
+    }
+}
