@@ -51,26 +51,28 @@ fn backward(x: &FlexTensor, winners: &[u8], grad: &FlexTensor) -> FlexTensor {
     let input = x.as_slice::<f32>().expect("contiguous f32");
     let grad = grad.as_slice::<f32>().expect("contiguous f32");
     let (side_in, side_out) = (height * w, (height / 2) * (w / 2));
-    let winner_at = |index: usize, winner: u8| {
-        let (i, j) = (index / (w / 2), index % (w / 2));
-        (2 * i + usize::from(winner >> 1)) * w + 2 * j + usize::from(winner & 1)
+    // Where each window's winner sits in its plane, found row by row: from the flat index it
+    // took a division per value.
+    let find_winners = |winners: &[u8], at: &mut [usize]| {
+        for (i, (winners, at)) in winners.chunks(w / 2).zip(at.chunks_mut(w / 2)).enumerate() {
+            for (j, (&winner, at)) in winners.iter().zip(at).enumerate() {
+                *at = (2 * i + usize::from(winner >> 1)) * w + 2 * j + usize::from(winner & 1);
+            }
+        }
     };
     let inputs = input.chunks(side_in).zip(grad.chunks(side_out).zip(winners.chunks(side_out)));
-    let input_grad = write_planes(
-        input.len(),
-        side_in,
-        inputs,
-        vec![0.0f32; side_out],
-        |slopes, input_grad, (input, (grad, winners))| {
-            for (index, (slope, &winner)) in slopes.iter_mut().zip(winners).enumerate() {
-                *slope = input[winner_at(index, winner)];
+    let scratch = (vec![0.0f32; side_out], vec![0usize; side_out]);
+    let input_grad =
+        write_planes(input.len(), side_in, inputs, scratch, |(slopes, at), input_grad, (input, (grad, winners))| {
+            find_winners(winners, at);
+            for (slope, &at) in slopes.iter_mut().zip(at.iter()) {
+                *slope = input[at];
             }
             gelu_derivative_in_place(slopes);
-            for (index, ((&grad, &winner), &slope)) in grad.iter().zip(winners).zip(slopes.iter()).enumerate() {
-                input_grad[winner_at(index, winner)] = grad * slope;
+            for ((&grad, &slope), &at) in grad.iter().zip(slopes.iter()).zip(at.iter()) {
+                input_grad[at] = grad * slope;
             }
-        },
-    );
+        });
     FlexTensor::from_data(TensorData::new(input_grad, shape))
 }
 
