@@ -36,7 +36,7 @@ pub struct AugmentConfig {
     pub elastic_sigma: f32,
     /// Stroke thickness change, drawn in `[-max_thickness, max_thickness]` (at most 1): each
     /// pixel moves that fraction of the way toward the ink one pixel thicker (> 0) or thinner
-    /// (< 0); 0 turns it off. 0.6 since trial 8 (README, "Trial 8").
+    /// (< 0); 0 turns it off. 0.6 since trial 8 (docs/accuracy-trials.md, "Trial 8").
     #[config(default = 0.6)]
     pub max_thickness: f32,
     /// Chance that a rectangle of the distorted image is erased to paper: a broken or
