@@ -1,7 +1,8 @@
 //! `bench-train`: training-step and inference throughput, burn per backend and PyTorch.
 //!
 //! Rounds alternate between the contenders so that each sees the same machine load, and the
-//! ratio to PyTorch is taken from medians of the same run.
+//! ratio to PyTorch is taken from medians of the same run. Beside each training rate, the
+//! cores its process kept busy: CPU time over wall time of the timed steps.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -43,8 +44,9 @@ pub struct BenchArgs {
     no_torch: bool,
 }
 
-/// One round of a contender: training, batch-1 and batch-256 images per second.
-type Measure = Box<dyn FnMut() -> anyhow::Result<[f64; 3]>>;
+/// One round of a contender: training, batch-1 and batch-256 images per second, and the
+/// cores busy while training.
+type Measure = Box<dyn FnMut() -> anyhow::Result<[f64; 4]>>;
 
 /// One contender's numbers, in images per second.
 #[derive(Default, Clone)]
@@ -52,6 +54,7 @@ struct Throughput {
     train: Vec<f64>,
     infer_1: Vec<f64>,
     infer_256: Vec<f64>,
+    cores: Vec<f64>,
 }
 
 pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
@@ -99,27 +102,31 @@ pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
     let mut results = vec![Throughput::default(); contenders.len()];
     for _ in 0..args.rounds {
         for ((_, measure), result) in contenders.iter_mut().zip(&mut results) {
-            let [train, one, batch] = measure()?;
+            let [train, one, batch, cores] = measure()?;
             result.train.push(train);
             result.infer_1.push(one);
             result.infer_256.push(batch);
+            result.cores.push(cores);
         }
     }
 
     let torch_train = contenders.iter().zip(&results).find(|((n, _), _)| n == "pytorch").map(|(_, r)| median(&r.train));
     println!(
-        "{:<14} {:>14} {:>10} {:>16} {:>18}",
-        "", "train img/s", "vs torch", "infer b=1 ms/img", "infer b=256 img/s"
+        "{:<14} {:>14} {:>10} {:>12} {:>16} {:>18}",
+        "", "train img/s", "vs torch", "cores busy", "infer b=1 ms/img", "infer b=256 img/s"
     );
     for ((name, _), result) in contenders.iter().zip(&results) {
         let train = median(&result.train);
         let ratio = torch_train.map_or("-".to_string(), |t| format!("{:.2}x", train / t));
+        let cores = median(&result.cores);
+        let cores = if cores.is_nan() { "-".to_string() } else { format!("{cores:.2} of {threads}") };
         println!(
-            "{name:<14} {train:>14.0} {ratio:>10} {:>16.3} {:>18.0}",
+            "{name:<14} {train:>14.0} {ratio:>10} {cores:>12} {:>16.3} {:>18.0}",
             1000.0 / median(&result.infer_1),
             median(&result.infer_256)
         );
     }
+    println!("\ncores busy: the process's CPU time over the wall time of the timed training steps");
     Ok(())
 }
 
@@ -154,20 +161,26 @@ impl BurnBench {
         Ok(Self { inference: infer::Model::new(&plain).valid(), device, learner, batch })
     }
 
-    /// Images per second: training step, inference at batch 1, inference at batch 256.
-    fn round(&mut self, steps: usize) -> [f64; 3] {
+    /// Images per second: training step, inference at batch 1, inference at batch 256; and
+    /// the cores busy through the training steps (NaN where the system does not say).
+    fn round(&mut self, steps: usize) -> [f64; 4] {
         let step = |learner: &mut Learner<Classifier>, batch: &MnistBatch| {
             learner.lr_step();
             let output = learner.train_step(batch.clone());
             learner.optimizer_step(output.grads);
         };
         step(&mut self.learner, &self.batch); // warm-up: allocations, kernels
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), process_cpu_seconds());
         for _ in 0..steps {
             step(&mut self.learner, &self.batch);
         }
         let _ = self.device.sync();
-        let train = (steps * self.batch.targets.dims()[0]) as f64 / started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed().as_secs_f64();
+        let train = (steps * self.batch.targets.dims()[0]) as f64 / elapsed;
+        let cores = match (cpu, process_cpu_seconds()) {
+            (Some(before), Some(after)) => (after - before) / elapsed,
+            _ => f64::NAN,
+        };
 
         let plain = self.inference.devices()[0].clone();
         let infer_rate = |batch: usize, repeats: usize| {
@@ -179,8 +192,20 @@ impl BurnBench {
             }
             (batch * repeats) as f64 / started.elapsed().as_secs_f64()
         };
-        [train, infer_rate(1, 200), infer_rate(256, 4)]
+        [train, infer_rate(1, 200), infer_rate(256, 4), cores]
     }
+}
+
+/// CPU seconds this process has used, in all its threads, from `/proc/self/stat` (Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    // The kernel reports them in ticks of USER_HZ, which is 100 on every Linux ABI.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces; the
+    // first of them is field 3, so utime (14) and stime (15) are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
 }
 
 fn random_batch(batch: usize, device: &Device) -> MnistBatch {
@@ -227,7 +252,7 @@ impl TorchBench {
         Ok(Self { child, stdin, stdout })
     }
 
-    fn round(&mut self, steps: usize) -> anyhow::Result<[f64; 3]> {
+    fn round(&mut self, steps: usize) -> anyhow::Result<[f64; 4]> {
         writeln!(self.stdin, "{steps}")?;
         self.stdin.flush()?;
         let mut line = String::new();
@@ -245,5 +270,29 @@ impl Drop for TorchBench {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The counter the "cores busy" column divides stands still while the process sleeps and
+    /// advances with its work: a wrong field of `/proc/self/stat` would do neither or both.
+    #[test]
+    fn process_cpu_time_counts_work_and_not_sleep() {
+        let before = process_cpu_seconds().expect("Linux reports the process's CPU time");
+        std::thread::sleep(Duration::from_millis(300));
+        let slept = process_cpu_seconds().unwrap() - before;
+        assert!(slept < 0.1, "{slept} s of CPU while sleeping 0.3 s");
+
+        let (started, mut spun, mut sum) = (Instant::now(), 0.0, 0u64);
+        while spun < 0.2 && started.elapsed() < Duration::from_secs(10) {
+            sum = (0..1_000_000u64).fold(sum, |sum, i| std::hint::black_box(sum ^ i.wrapping_mul(31)));
+            spun = process_cpu_seconds().unwrap() - before - slept;
+        }
+        assert!(spun >= 0.2, "{spun} s of CPU counted in {:?} of work", started.elapsed());
+        std::hint::black_box(sum);
     }
 }

@@ -1,6 +1,7 @@
 # The PyTorch side of `cargo xtask bench-train`: the same network, optimiser and batch.
 # Prints "ready", then for each line "STEPS" on stdin answers
-# "<train img/s> <infer img/s at batch 1> <infer img/s at batch 256>".
+# "<train img/s> <infer img/s at batch 1> <infer img/s at batch 256> <cores busy training>",
+# the last the process's CPU time (all its threads) over the wall time of the timed steps.
 import sys, time
 import torch
 from torch import nn
@@ -39,8 +40,9 @@ print("ready", flush=True)
 for line in sys.stdin:
     steps = int(line)
     step()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     for _ in range(steps):
         step()
-    train = steps * batch_size / (time.perf_counter() - start)
-    print(f"{train} {infer_rate(1, 200)} {infer_rate(256, 4)}", flush=True)
+    elapsed = time.perf_counter() - start
+    train, cores = steps * batch_size / elapsed, (time.process_time() - cpu) / elapsed
+    print(f"{train} {infer_rate(1, 200)} {infer_rate(256, 4)} {cores}", flush=True)
