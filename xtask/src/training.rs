@@ -20,6 +20,10 @@ use crate::package;
 use crate::root;
 use crate::scores::{self, Scorable};
 
+/// Where `--help` lists the levers the accuracy trials tried and the recipe leaves at their
+/// defaults: kept so that every row of docs/accuracy-trials.md can be run again.
+const TRIAL_LEVERS: &str = "Levers of the accuracy trials (the recipe leaves them at their defaults)";
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -44,26 +48,26 @@ pub struct TrainArgs {
     #[arg(long, value_name = "RAMP")]
     ema_ramp: Option<f64>,
     /// Dropout before the first two dense layers while training [default: 0].
-    #[arg(long)]
+    #[arg(long, help_heading = TRIAL_LEVERS)]
     dropout: Option<f64>,
     /// Measure BatchNorm's statistics afresh for the exported weights over N clean training
     /// batches; 0 keeps the averaged ones [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = TRIAL_LEVERS)]
     batch_norm_batches: Option<usize>,
     /// Label smoothing of the cross-entropy loss [default: 0.1].
     #[arg(long)]
     label_smoothing: Option<f32>,
     /// Weight of the averaged model's own predictions in the training targets by the last
     /// step, rising linearly from 0; 0 trains on the labels alone [default: 0].
-    #[arg(long, value_name = "FRACTION", value_parser = args::fraction)]
+    #[arg(long, value_name = "FRACTION", value_parser = args::fraction, help_heading = TRIAL_LEVERS)]
     self_distillation: Option<f32>,
     /// Sharpness-aware minimisation: take each step's gradient at the weights moved RHO
     /// uphill (twice the work per step); 0 turns it off [default: 0].
-    #[arg(long, value_name = "RHO", value_parser = args::non_negative)]
+    #[arg(long, value_name = "RHO", value_parser = args::non_negative, help_heading = TRIAL_LEVERS)]
     sam_rho: Option<f32>,
     /// Train N runs from the same initial weights, each on its own data order and
     /// distortions, and export the mean of their weights (N times the time) [default: 1].
-    #[arg(long, value_name = "N", value_parser = args::at_least_one)]
+    #[arg(long, value_name = "N", value_parser = args::at_least_one, help_heading = TRIAL_LEVERS)]
     branches: Option<usize>,
     /// AdamW's decoupled weight decay [default: 0.1].
     #[arg(long)]
@@ -73,17 +77,17 @@ pub struct TrainArgs {
     clean_epochs: Option<usize>,
     /// Over the last N distorted epochs the distortion weakens by equal steps toward none
     /// [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = TRIAL_LEVERS)]
     fade_epochs: Option<usize>,
     /// Every distortion range (rotation, scale, shear, shift, thickness), the warp's
     /// strength, the erasing chance and mixup's alpha times this [default: 1].
-    #[arg(long, value_name = "FACTOR", value_parser = args::non_negative)]
+    #[arg(long, value_name = "FACTOR", value_parser = args::non_negative, help_heading = TRIAL_LEVERS)]
     distortion_scale: Option<f32>,
     /// Strength of the elastic warp in pixels; 0 turns it off [default: 0].
-    #[arg(long)]
+    #[arg(long, help_heading = TRIAL_LEVERS)]
     elastic_alpha: Option<f32>,
     /// Smoothness of the elastic warp (the Gaussian's width, pixels) [default: 4].
-    #[arg(long)]
+    #[arg(long, help_heading = TRIAL_LEVERS)]
     elastic_sigma: Option<f32>,
     /// Largest change of stroke thickness, as a fraction of one pixel's dilation or erosion
     /// (drawn either way per image); 0 turns it off [default: 0.6].
@@ -91,15 +95,15 @@ pub struct TrainArgs {
     max_thickness: Option<f32>,
     /// Chance that each distorted training image has a random rectangle erased to paper
     /// (random erasing); 0 turns it off [default: 0].
-    #[arg(long, value_name = "P", value_parser = args::fraction)]
+    #[arg(long, value_name = "P", value_parser = args::fraction, help_heading = TRIAL_LEVERS)]
     erase_probability: Option<f32>,
     /// Largest erased rectangle, as a fraction of the image's area (at least 2%)
     /// [default: 0.2].
-    #[arg(long, value_name = "FRACTION", value_parser = args::fraction)]
+    #[arg(long, value_name = "FRACTION", value_parser = args::fraction, help_heading = TRIAL_LEVERS)]
     max_erase_area: Option<f32>,
     /// Mixup: blend each distorted batch with itself reversed, images and labels alike, by a
     /// weight drawn from Beta(ALPHA, ALPHA); 0 turns it off [default: 0].
-    #[arg(long, value_name = "ALPHA", value_parser = args::non_negative)]
+    #[arg(long, value_name = "ALPHA", value_parser = args::non_negative, help_heading = TRIAL_LEVERS)]
     mixup_alpha: Option<f32>,
     /// Hold out the last N training images and report accuracy on them each epoch, to choose
     /// a recipe by; the shipped model holds none out [default: 0].
