@@ -48,7 +48,7 @@ pub struct BenchArgs {
 /// cores busy while training.
 type Measure = Box<dyn FnMut() -> anyhow::Result<[f64; 4]>>;
 
-/// One contender's numbers, in images per second.
+/// One contender's numbers per round: images per second, and the cores busy while training.
 #[derive(Default, Clone)]
 struct Throughput {
     train: Vec<f64>,
