@@ -68,6 +68,41 @@ impl AugmentConfig {
             .with_mixup_alpha(0.0)
     }
 
+    /// The first setting that no distortion can be drawn with, named with its value: a
+    /// negative or infinite range, a thickness or chance outside [0, 1], a scale of the whole
+    /// image or more.
+    pub fn check(&self) -> Result<(), String> {
+        let at_least_zero = [
+            ("max_rotation_deg", self.max_rotation_deg),
+            ("max_shear_deg", self.max_shear_deg),
+            ("max_shift_px", self.max_shift_px),
+            ("elastic_alpha", self.elastic_alpha),
+            ("mixup_alpha", self.mixup_alpha),
+        ];
+        for (name, value) in at_least_zero {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("{name} must be a finite number of at least 0, not {value}"));
+            }
+        }
+        if !(self.elastic_sigma.is_finite() && self.elastic_sigma > 0.0) {
+            return Err(format!("elastic_sigma must be a finite number above 0, not {}", self.elastic_sigma));
+        }
+        if !(0.0..1.0).contains(&self.max_scale) {
+            return Err(format!("max_scale must be in [0, 1), not {}", self.max_scale));
+        }
+        let fractions = [
+            ("max_thickness", self.max_thickness),
+            ("erase_probability", self.erase_probability),
+            ("max_erase_area", self.max_erase_area),
+        ];
+        for (name, value) in fractions {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!("{name} must be in [0, 1], not {value}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Every range, the warp's strength, the erasing chance and mixup's alpha times `strength`
     /// (1 leaves the config as it is).
     pub fn scaled(&self, strength: f32) -> AugmentConfig {

@@ -98,6 +98,58 @@ pub struct TrainingConfig {
 }
 
 impl TrainingConfig {
+    /// The first setting that cannot make a run, named with its value, given how many
+    /// training images there are: checked before anything is trained or written, so a typo
+    /// fails at once and not minutes in (or as a panic deep in burn).
+    pub fn check(&self, training_images: usize) -> Result<(), String> {
+        let counts = [("epochs", self.epochs), ("batch_size", self.batch_size), ("branches", self.branches)];
+        for (name, count) in counts {
+            if count == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.train_images == Some(0) {
+            return Err("train_images must be at least 1".into());
+        }
+        if self.validation_images >= training_images {
+            return Err(format!(
+                "validation_images ({}) leaves none of the {training_images} training images to train on",
+                self.validation_images
+            ));
+        }
+        if self.clean_epochs + self.fade_epochs > self.epochs {
+            return Err(format!(
+                "the clean and fading epochs ({} + {}) are more than the {} epochs",
+                self.clean_epochs, self.fade_epochs, self.epochs
+            ));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(format!("learning_rate must be a finite number above 0, not {}", self.learning_rate));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(format!("weight_decay must be a finite number of at least 0, not {}", self.weight_decay));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(format!("ema_decay must be in [0, 1), not {}", self.ema_decay));
+        }
+        if !(self.ema_ramp.is_finite() && self.ema_ramp > 1.0) {
+            return Err(format!("ema_ramp must be a finite number above 1, not {}", self.ema_ramp));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout must be in [0, 1), not {}", self.dropout));
+        }
+        let fractions = [("label_smoothing", self.label_smoothing), ("self_distillation", self.self_distillation)];
+        for (name, value) in fractions {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!("{name} must be in [0, 1], not {value}"));
+            }
+        }
+        if !(self.sam_rho.is_finite() && self.sam_rho >= 0.0) {
+            return Err(format!("sam_rho must be a finite number of at least 0, not {}", self.sam_rho));
+        }
+        self.augment.check()
+    }
+
     /// The training and validation splits this config asks for.
     pub fn splits(&self, mnist: &Mnist) -> (Split, Split) {
         let total = mnist.train.len();
@@ -194,34 +246,11 @@ const CONFIG_FILE: &str = "config.json";
 
 /// Trains the model from scratch (or from the last checkpoint) and returns its weights.
 pub fn train(config: &TrainingConfig, mnist: &Mnist, options: &RunOptions) -> Result<TrainedModel, TrainError> {
-    let (train_split, valid_split) = config.splits(mnist);
-    if train_split.is_empty() || config.batch_size == 0 || config.epochs == 0 || config.branches == 0 {
-        return Err(TrainError::Config("needs training images, epochs, a batch size and a branch".into()));
-    }
+    config.check(mnist.train.len()).map_err(TrainError::Config)?;
     if options.resume && config.branches > 1 {
         return Err(TrainError::Resume("a run of more than one branch starts afresh; run without --resume".into()));
     }
-    if !config.ema_ramp.is_finite() || config.ema_ramp <= 1.0 {
-        return Err(TrainError::Config(format!("the average's ramp must be above 1, not {}", config.ema_ramp)));
-    }
-    if !(0.0..=1.0).contains(&config.self_distillation) {
-        return Err(TrainError::Config(format!(
-            "self-distillation's weight must be in [0, 1], not {}",
-            config.self_distillation
-        )));
-    }
-    if !(config.sam_rho.is_finite() && config.sam_rho >= 0.0) {
-        return Err(TrainError::Config(format!("the SAM radius must be at least 0, not {}", config.sam_rho)));
-    }
-    if !(config.augment.mixup_alpha.is_finite() && config.augment.mixup_alpha >= 0.0) {
-        return Err(TrainError::Config(format!(
-            "mixup's alpha must be at least 0, not {}",
-            config.augment.mixup_alpha
-        )));
-    }
-    if !(0.0..1.0).contains(&config.dropout) {
-        return Err(TrainError::Config(format!("dropout must be in [0, 1), not {}", config.dropout)));
-    }
+    let (train_split, valid_split) = config.splits(mnist);
     let dir = &options.run_dir;
     let last_epoch = if options.resume { Some(resumable_epoch(config, dir)?) } else { None };
     if last_epoch.is_none() {
@@ -413,6 +442,18 @@ mod tests {
             .with_batch_size(64)
             .with_train_images(Some(train_images))
             .with_validation_images(1000)
+    }
+
+    #[test]
+    fn the_recipe_passes_its_own_check_and_a_one_epoch_run_does_too() {
+        let recipe = TrainingConfig::new(AugmentConfig::new());
+        assert_eq!(recipe.check(60_000), Ok(()));
+        assert_eq!(recipe.clone().with_epochs(1).check(60_000), Ok(()));
+        assert_eq!(TrainingConfig::new(AugmentConfig::none()).check(60_000), Ok(()));
+        // The trial levers as docs/accuracy-trials.md ran them.
+        assert_eq!(recipe.clone().with_fade_epochs(4).check(60_000), Ok(()));
+        assert_eq!(TrainingConfig::new(AugmentConfig::new().scaled(1.25)).check(60_000), Ok(()));
+        assert!(recipe.clone().with_validation_images(5_000).check(5_000).unwrap_err().contains("validation_images"));
     }
 
     fn run(config: &TrainingConfig, dir: &Path, resume: bool) -> TrainedModel {

@@ -28,6 +28,16 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses a test accuracy to hold a model to (`--target`), a fraction from 0 to 1: a
+/// percentage such as 99.5 would fail every model, and is refused before the command starts.
+pub fn accuracy(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        Ok(_) => Err("must be an accuracy from 0 to 1 (0.995 for 99.5%)".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Parses a fraction from 0 to 1 (a distortion's strength, a mix's weight), refused before the
 /// command starts.
 #[cfg(feature = "ml")]

@@ -9,7 +9,7 @@ use clap::Args;
 use train::data::{Split, sha256_hex};
 use train::eval::Evaluation;
 
-use crate::args::{DataArgs, GATE, check_gate, committed_model};
+use crate::args::{self, DataArgs, GATE, check_gate, committed_model};
 use crate::scores::Scorable;
 
 #[derive(Args, Debug)]
@@ -20,7 +20,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Minimum test accuracy; below it the exit status is non-zero.
-    #[arg(long, default_value_t = GATE)]
+    #[arg(long, default_value_t = GATE, value_parser = args::accuracy)]
     pub target: f64,
 }
 

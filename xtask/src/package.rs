@@ -28,7 +28,7 @@ use infer::{NUM_CLASSES, PIXELS};
 use serde::Serialize;
 use train::data::Split;
 
-use crate::args::{DataArgs, GATE, check_gate, committed_model};
+use crate::args::{self, DataArgs, GATE, check_gate, committed_model};
 use crate::embedded;
 use crate::export::{self, safetensors};
 use crate::scores::{Scorer, sha256_hex};
@@ -49,7 +49,7 @@ pub struct PackageArgs {
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Minimum test accuracy of the model.
-    #[arg(long, default_value_t = GATE)]
+    #[arg(long, default_value_t = GATE, value_parser = args::accuracy)]
     pub target: f64,
     /// Where the release folder goes [default: target/release-bundle].
     #[arg(long, value_name = "DIR")]
@@ -141,7 +141,8 @@ pub fn release(model: &Path, data: &DataArgs, target: f64, pytorch: bool, out: &
     let test = data.load_test()?;
 
     let mut scorer = Scorer::new(data.clone())?;
-    let burn_accuracy = scorer.accuracy("model.bin", &model_bin)?;
+    let file_name = model.file_name().map_or("model.bin".into(), |name| name.to_string_lossy());
+    let burn_accuracy = scorer.accuracy(&file_name, &model_bin)?;
     check_gate(burn_accuracy, target)?;
     let mut test_accuracy = BTreeMap::from([("model.bin (burn, f32)".to_string(), burn_accuracy)]);
     for precision in infer::lean::Precision::ALL {

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use anyhow::bail;
 use clap::{Args, Parser};
 
-use crate::args::{DataArgs, GATE, committed_model};
+use crate::args::{self, DataArgs, GATE, committed_model};
 use crate::eval::ModelFile;
 use crate::scores::Scorer;
 use crate::tools::cargo;
@@ -18,7 +18,7 @@ pub struct TestArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Minimum test accuracy of the committed model.
-    #[arg(long, default_value_t = GATE)]
+    #[arg(long, default_value_t = GATE, value_parser = args::accuracy)]
     target: f64,
 }
 

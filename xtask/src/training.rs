@@ -119,7 +119,7 @@ pub struct TrainArgs {
     backend: BackendArg,
     /// Minimum test accuracy; below it nothing in the output folder changes and the exit
     /// status is non-zero.
-    #[arg(long, default_value_t = GATE)]
+    #[arg(long, default_value_t = GATE, value_parser = args::accuracy)]
     target: f64,
     /// Continue from the last complete checkpoint of an interrupted run of the same config.
     #[arg(long)]
@@ -138,8 +138,6 @@ pub struct TrainArgs {
 pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     let backend = Backend::from(args.backend);
-    let mnist = args.data.load()?;
-    println!("MNIST verified in {}", mnist.source.display());
     let mut augment = if args.no_augment { AugmentConfig::none() } else { AugmentConfig::new() };
     augment.elastic_alpha = args.elastic_alpha.unwrap_or(augment.elastic_alpha);
     augment.elastic_sigma = args.elastic_sigma.unwrap_or(augment.elastic_sigma);
@@ -174,6 +172,13 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
         resume: args.resume,
     };
     let out = args.out.unwrap_or_else(|| root().join("artifacts"));
+    // Refused before MNIST is fetched and minutes are spent training.
+    config.check(data::TRAIN_IMAGES.count).map_err(|problem| anyhow::anyhow!("invalid training config: {problem}"))?;
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} is a file; it must be a folder (it is created if missing)", out.display());
+    }
+    let mnist = args.data.load()?;
+    println!("MNIST verified in {}", mnist.source.display());
 
     let trained = training::train(&config, &mnist, &options)?;
     println!("trained in {:.0} s", trained.wall_seconds);

@@ -17,7 +17,7 @@ use flate2::{Compression, write::GzEncoder};
 
 use infer::lean::{Precision, Weights};
 
-use crate::args::{DataArgs, GATE, check_gate, committed_model};
+use crate::args::{self, DataArgs, GATE, check_gate, committed_model};
 use crate::artifacts;
 use crate::root;
 use crate::scores::Scorer;
@@ -75,7 +75,7 @@ pub struct BuildWebArgs {
     #[arg(long)]
     pub no_gate: bool,
     /// Minimum test accuracy the shipped weights must reach.
-    #[arg(long, default_value_t = GATE)]
+    #[arg(long, default_value_t = GATE, value_parser = args::accuracy)]
     pub target: f64,
     #[arg(long, value_enum, default_value_t = WebBackend::Lean)]
     pub backend: WebBackend,

@@ -347,6 +347,40 @@ fn out_of_range_training_settings_are_refused_by_name_before_anything_runs() {
 }
 
 #[test]
+fn settings_no_run_can_use_are_refused_before_mnist_is_read() {
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    for (args, expected) in [
+        (&["--epochs", "0"][..], "epochs must be at least 1"),
+        (&["--batch-size", "0"], "batch_size must be at least 1"),
+        (&["--train-images", "0"], "train_images must be at least 1"),
+        (&["--validation-images", "60000"], "validation_images (60000) leaves none"),
+        (&["--learning-rate=-0.003"], "learning_rate must be"),
+        (&["--weight-decay", "NaN"], "weight_decay must be"),
+        (&["--ema-decay", "1"], "ema_decay must be in [0, 1)"),
+        (&["--ema-ramp", "1"], "ema_ramp must be"),
+        (&["--dropout", "1"], "dropout must be in [0, 1)"),
+        (&["--label-smoothing", "2"], "label_smoothing must be in [0, 1]"),
+        (&["--elastic-sigma", "0"], "elastic_sigma must be"),
+        (&["--distortion-scale", "2"], "max_thickness must be in [0, 1]"),
+        (&["--epochs", "3", "--fade-epochs", "3"], "clean and fading epochs (1 + 3) are more than the 3"),
+        (&["--out", out_file.path().to_str().unwrap()], "is a file; it must be a folder"),
+    ] {
+        // No data folder: a setting that got past the check would fail on the missing MNIST.
+        let output = xtask(&[&["train", "--data-dir", "/nonexistent"][..], args].concat());
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert!(!message.contains("panicked"), "{args:?}: {message}");
+    }
+    for command in ["train", "eval", "package", "build-web", "test"] {
+        let output = xtask(&[command, "--target", "99.5", "--data-dir", "/nonexistent"]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{command}: {message}");
+        assert!(message.contains("--target") && message.contains("from 0 to 1"), "{command}: {message}");
+    }
+}
+
+#[test]
 fn edge_deploy_refuses_without_cloudflare_credentials() {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["edge", "deploy"])
