@@ -151,7 +151,7 @@ pub fn release(model: &Path, data: &DataArgs, target: f64, pytorch: bool, out: &
         test_accuracy.insert(label.clone(), scorer.accuracy(&label, &bytes)?);
     }
 
-    fs::create_dir_all(out)?;
+    fs::create_dir_all(out).with_context(|| format!("cannot make the release folder {}", out.display()))?;
     let staging = tempfile::Builder::new().prefix(".staging-").tempdir_in(out)?;
     let dir = staging.path();
     let metadata = HashMap::from([

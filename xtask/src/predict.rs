@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use burn::tensor::Device;
 use clap::Args;
+use image::ImageDecoder;
 
 use infer::preprocess::{ink_from_grey, to_mnist};
 use infer::{IMAGE_SIZE, PIXELS};
@@ -69,12 +70,21 @@ pub fn load_model(path: &Path) -> anyhow::Result<(infer::Model, Device)> {
     Ok((model, device))
 }
 
-/// The 28x28 input an image file becomes: any size, either polarity, through the
-/// preprocessing the page and the worker use.
+/// The most pixels an image may have: a 48-megapixel phone photo fits. The size is read from
+/// the header, so a small file that would decode to gigabytes (a blank 20000x20000 PNG is
+/// 440 KB, and took 7 GB and 75 s) is refused before anything is decoded.
+const MAX_PIXELS: u64 = 50_000_000;
+
+/// The 28x28 input an image file becomes: any size up to [`MAX_PIXELS`], either polarity,
+/// through the preprocessing the page and the worker use.
 pub fn seen_by_model(file: &Path) -> anyhow::Result<[u8; PIXELS]> {
-    let image =
-        image::ImageReader::open(file)?.with_guessed_format()?.decode().context("not a readable PNG or JPEG image")?;
-    let grey = image.to_luma8();
+    let unreadable = "not a readable PNG or JPEG image";
+    let decoder = image::ImageReader::open(file)?.with_guessed_format()?.into_decoder().context(unreadable)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        bail!("a {width}x{height} image is more than the {} megapixels predict reads", MAX_PIXELS / 1_000_000);
+    }
+    let grey = image::DynamicImage::from_decoder(decoder).context(unreadable)?.to_luma8();
     let (width, height) = (grey.width() as usize, grey.height() as usize);
     let ink = ink_from_grey(grey.as_raw(), width, height)?;
     Ok(to_mnist(&ink, width, height)?)

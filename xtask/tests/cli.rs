@@ -269,6 +269,26 @@ fn predict_names_a_file_that_is_not_an_image() {
     assert!(stderr(&output).contains("notes.png"), "{}", stderr(&output));
 }
 
+#[test]
+fn predict_refuses_an_image_too_large_before_decoding_it() {
+    // A PNG header for 20000x20000 grey pixels and an empty data stream: 65 bytes that would
+    // decode to 400 MB, were the size not checked first.
+    #[rustfmt::skip]
+    const HEADER: [u8; 65] = [
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+        0x00, 0x00, 0x4e, 0x20, 0x00, 0x00, 0x4e, 0x20, 0x08, 0x00, 0x00, 0x00, 0x00, 0xc6, 0x1b, 0x19,
+        0xe5, 0x00, 0x00, 0x00, 0x08, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00,
+        0x01, 0x48, 0x06, 0x89, 0xd2, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60,
+        0x82,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.png");
+    fs::write(&huge, HEADER).unwrap();
+    let output = xtask(&["predict", huge.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("a 20000x20000 image is more than the 50 megapixels"), "{}", stderr(&output));
+}
+
 /// Photos and scans of test digits, and blank and faint photos, through `predict`'s path: no
 /// kind of degradation may cost more than 3 points against the same digits clean, and every
 /// blank or faint photo is refused. The images the model saw for some of them are written.
