@@ -44,18 +44,21 @@ pub struct BenchArgs {
     no_torch: bool,
 }
 
-/// One round of a contender: training, batch-1 and batch-256 images per second, and the
-/// cores busy while training.
-type Measure = Box<dyn FnMut() -> anyhow::Result<[f64; 4]>>;
-
-/// One contender's numbers per round: images per second, and the cores busy while training.
-#[derive(Default, Clone)]
-struct Throughput {
-    train: Vec<f64>,
-    infer_1: Vec<f64>,
-    infer_256: Vec<f64>,
-    cores: Vec<f64>,
+/// One round of a contender.
+#[derive(Clone, Copy)]
+struct Round {
+    /// Images per second through training steps.
+    train: f64,
+    /// Images per second classified one at a time.
+    infer_1: f64,
+    /// Images per second classified 256 at a time.
+    infer_256: f64,
+    /// The process's CPU time over the wall time of the training steps (NaN where the system
+    /// does not say).
+    cores: f64,
 }
+
+type Measure = Box<dyn FnMut() -> anyhow::Result<Round>>;
 
 pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
     let mut contenders: Vec<(String, Measure)> = Vec::new();
@@ -99,41 +102,37 @@ pub fn run(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
         "batch {} for training, {} threads, {} rounds of {} steps, alternating\n",
         args.batch_size, threads, args.rounds, args.steps
     );
-    let mut results = vec![Throughput::default(); contenders.len()];
+    let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); contenders.len()];
     for _ in 0..args.rounds {
-        for ((_, measure), result) in contenders.iter_mut().zip(&mut results) {
-            let [train, one, batch, cores] = measure()?;
-            result.train.push(train);
-            result.infer_1.push(one);
-            result.infer_256.push(batch);
-            result.cores.push(cores);
+        for ((_, measure), rounds) in contenders.iter_mut().zip(&mut rounds) {
+            rounds.push(measure()?);
         }
     }
 
-    let torch_train = contenders.iter().zip(&results).find(|((n, _), _)| n == "pytorch").map(|(_, r)| median(&r.train));
+    let median = |rounds: &[Round], field: fn(&Round) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().map(field).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let torch_train =
+        contenders.iter().zip(&rounds).find(|((n, _), _)| n == "pytorch").map(|(_, r)| median(r, |r| r.train));
     println!(
         "{:<14} {:>14} {:>10} {:>12} {:>16} {:>18}",
         "", "train img/s", "vs torch", "cores busy", "infer b=1 ms/img", "infer b=256 img/s"
     );
-    for ((name, _), result) in contenders.iter().zip(&results) {
-        let train = median(&result.train);
+    for ((name, _), rounds) in contenders.iter().zip(&rounds) {
+        let train = median(rounds, |r| r.train);
         let ratio = torch_train.map_or("-".to_string(), |t| format!("{:.2}x", train / t));
-        let cores = median(&result.cores);
+        let cores = median(rounds, |r| r.cores);
         let cores = if cores.is_nan() { "-".to_string() } else { format!("{cores:.2} of {threads}") };
         println!(
             "{name:<14} {train:>14.0} {ratio:>10} {cores:>12} {:>16.3} {:>18.0}",
-            1000.0 / median(&result.infer_1),
-            median(&result.infer_256)
+            1000.0 / median(rounds, |r| r.infer_1),
+            median(rounds, |r| r.infer_256)
         );
     }
     println!("\ncores busy: the process's CPU time over the wall time of the timed training steps");
     Ok(())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 struct BurnBench {
@@ -161,9 +160,7 @@ impl BurnBench {
         Ok(Self { inference: infer::Model::new(&plain).valid(), device, learner, batch })
     }
 
-    /// Images per second: training step, inference at batch 1, inference at batch 256; and
-    /// the cores busy through the training steps (NaN where the system does not say).
-    fn round(&mut self, steps: usize) -> [f64; 4] {
+    fn round(&mut self, steps: usize) -> Round {
         let step = |learner: &mut Learner<Classifier>, batch: &MnistBatch| {
             learner.lr_step();
             let output = learner.train_step(batch.clone());
@@ -192,7 +189,7 @@ impl BurnBench {
             }
             (batch * repeats) as f64 / started.elapsed().as_secs_f64()
         };
-        [train, infer_rate(1, 200), infer_rate(256, 4), cores]
+        Round { train, infer_1: infer_rate(1, 200), infer_256: infer_rate(256, 4), cores }
     }
 }
 
@@ -252,7 +249,8 @@ impl TorchBench {
         Ok(Self { child, stdin, stdout })
     }
 
-    fn round(&mut self, steps: usize) -> anyhow::Result<[f64; 4]> {
+    /// The child's reply: the four numbers of a [`Round`] in the order of its fields.
+    fn round(&mut self, steps: usize) -> anyhow::Result<Round> {
         writeln!(self.stdin, "{steps}")?;
         self.stdin.flush()?;
         let mut line = String::new();
@@ -262,7 +260,10 @@ impl TorchBench {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .with_context(|| format!("unexpected reply from the torch benchmark: {line:?}"))?;
-        values.try_into().map_err(|_| anyhow::anyhow!("unexpected reply from the torch benchmark: {line:?}"))
+        match values[..] {
+            [train, infer_1, infer_256, cores] => Ok(Round { train, infer_1, infer_256, cores }),
+            _ => bail!("unexpected reply from the torch benchmark: {line:?}"),
+        }
     }
 }
 
