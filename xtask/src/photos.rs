@@ -17,7 +17,7 @@ use image::imageops::{self, FilterType};
 use image::{GrayImage, Rgb, RgbImage};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-use crate::args::{DataArgs, at_least_one, committed_model};
+use crate::args::{DataArgs, at_least_one, committed_model, non_negative};
 use crate::predict::{load_model, seen_by_model};
 
 #[derive(Args, Debug)]
@@ -27,8 +27,8 @@ pub struct BenchPhotosArgs {
     digits: usize,
     /// Fail when a kind's accuracy falls more than this many points below the clean digits',
     /// or a blank or faint photo is answered.
-    #[arg(long, value_name = "POINTS")]
-    max_drop: Option<f64>,
+    #[arg(long, value_name = "POINTS", value_parser = non_negative)]
+    max_drop: Option<f32>,
     /// Where the images are written [default: target/photos].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -256,7 +256,7 @@ pub fn bench_photos(args: BenchPhotosArgs) -> anyhow::Result<()> {
     let worst = rows.iter().map(|&(_, accuracy)| accuracy).fold(f64::INFINITY, f64::min);
     println!("largest drop below the clean digits: {:.2} points", clean - worst);
     if let Some(max_drop) = args.max_drop {
-        if clean - worst > max_drop {
+        if clean - worst > f64::from(max_drop) {
             bail!(
                 "a kind of photo scores {:.2} points below the clean digits (at most {max_drop} allowed)",
                 clean - worst

@@ -34,6 +34,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `dir` when given, else the bundle, built first when stale.
 fn folder(dir: Option<PathBuf>, build: &BuildWebArgs) -> anyhow::Result<PathBuf> {
     if let Some(dir) = dir {
+        if !dir.is_dir() {
+            bail!("--dir {} is not a folder", dir.display());
+        }
         return Ok(dir);
     }
     if bundle_is_stale(build) {

@@ -394,7 +394,7 @@ pub struct BenchWebArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::value_variants().to_vec())]
     pub variants: Vec<Variant>,
     /// Timed classifications per measurement, after warm-up.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = args::at_least_one)]
     pub runs: usize,
 }
 

@@ -329,6 +329,7 @@ fn counts_of_zero_are_refused_by_name_before_anything_runs() {
         ("--connections", &["bench-serve", "--connections", "0"]),
         ("--seconds", &["fuzz", "--seconds", "0"]),
         ("--runs", &["fuzz", "--runs", "0"]),
+        ("--runs", &["bench-web", "--runs", "0"]),
         ("--branches", &["train", "--branches", "0"]),
         ("--threads", &["eval", "--threads", "0", "--model", "/nonexistent/model.bin"]),
     ] {
@@ -397,6 +398,20 @@ fn settings_no_run_can_use_are_refused_before_mnist_is_read() {
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(2), "{command}: {message}");
         assert!(message.contains("--target") && message.contains("from 0 to 1"), "{command}: {message}");
+    }
+}
+
+#[test]
+fn a_folder_to_serve_that_is_not_one_and_a_drop_below_zero_are_refused() {
+    for command in ["serve", "bench-serve"] {
+        let output = xtask(&[command, "--dir", "/nonexistent/bundle"]);
+        assert_eq!(output.status.code(), Some(1), "{command}: {}", stderr(&output));
+        assert!(stderr(&output).contains("--dir /nonexistent/bundle is not a folder"), "{}", stderr(&output));
+    }
+    for value in ["-1", "NaN"] {
+        let output = xtask(&["bench-photos", &format!("--max-drop={value}"), "--data-dir", "/nonexistent"]);
+        assert_eq!(output.status.code(), Some(2), "{value}: {}", stderr(&output));
+        assert!(stderr(&output).contains("--max-drop"), "{}", stderr(&output));
     }
 }
 
