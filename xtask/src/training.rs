@@ -173,7 +173,13 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     };
     let out = args.out.unwrap_or_else(|| root().join("artifacts"));
     // Refused before MNIST is fetched and minutes are spent training.
-    config.check(data::TRAIN_IMAGES.count).map_err(|problem| anyhow::anyhow!("invalid training config: {problem}"))?;
+    config.check(data::TRAIN_IMAGES.count).map_err(|problem| match args.distortion_scale {
+        // The range the check names is not one the user typed: say where it came from.
+        Some(factor) => {
+            anyhow::anyhow!("invalid training config: {problem} (--distortion-scale {factor} times the recipe's)")
+        }
+        None => anyhow::anyhow!("invalid training config: {problem}"),
+    })?;
     if out.exists() && !out.is_dir() {
         bail!("--out {} is a file; it must be a folder (it is created if missing)", out.display());
     }
