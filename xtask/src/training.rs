@@ -146,6 +146,10 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     augment.max_erase_area = args.max_erase_area.unwrap_or(augment.max_erase_area);
     augment.mixup_alpha = args.mixup_alpha.unwrap_or(augment.mixup_alpha);
     if let Some(factor) = args.distortion_scale {
+        // A range the factor pushes out is not one the user typed: name the flag that did.
+        if let (Ok(()), Err(problem)) = (augment.check(), augment.scaled(factor).check()) {
+            bail!("invalid training config: {problem}, after --distortion-scale {factor}");
+        }
         augment = augment.scaled(factor);
     }
     // Defaults live in TrainingConfig alone; flags only override.
@@ -173,13 +177,7 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     };
     let out = args.out.unwrap_or_else(|| root().join("artifacts"));
     // Refused before MNIST is fetched and minutes are spent training.
-    config.check(data::TRAIN_IMAGES.count).map_err(|problem| match args.distortion_scale {
-        // The range the check names is not one the user typed: say where it came from.
-        Some(factor) => {
-            anyhow::anyhow!("invalid training config: {problem} (--distortion-scale {factor} times the recipe's)")
-        }
-        None => anyhow::anyhow!("invalid training config: {problem}"),
-    })?;
+    config.check(data::TRAIN_IMAGES.count).map_err(|problem| anyhow::anyhow!("invalid training config: {problem}"))?;
     if out.exists() && !out.is_dir() {
         bail!("--out {} is a file; it must be a folder (it is created if missing)", out.display());
     }

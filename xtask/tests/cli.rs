@@ -382,10 +382,7 @@ fn settings_no_run_can_use_are_refused_before_mnist_is_read() {
         (&["--dropout", "1"], "dropout must be in [0, 1)"),
         (&["--label-smoothing", "2"], "label_smoothing must be in [0, 1]"),
         (&["--elastic-sigma", "0"], "elastic_sigma must be"),
-        (
-            &["--distortion-scale", "2"],
-            "max_thickness must be in [0, 1], not 1.2 (--distortion-scale 2 times the recipe's)",
-        ),
+        (&["--distortion-scale", "2"], "max_thickness must be in [0, 1], not 1.2, after --distortion-scale 2"),
         (&["--epochs", "3", "--fade-epochs", "3"], "clean and fading epochs (1 + 3) are more than the 3"),
         (&["--out", out_file.path().to_str().unwrap()], "is a file; it must be a folder"),
     ] {
