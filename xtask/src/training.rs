@@ -147,10 +147,11 @@ pub fn train(args: TrainArgs, threads: usize) -> anyhow::Result<()> {
     augment.mixup_alpha = args.mixup_alpha.unwrap_or(augment.mixup_alpha);
     if let Some(factor) = args.distortion_scale {
         // A range the factor pushes out is not one the user typed: name the flag that did.
-        if let (Ok(()), Err(problem)) = (augment.check(), augment.scaled(factor).check()) {
+        let scaled = augment.scaled(factor);
+        if let (Ok(()), Err(problem)) = (augment.check(), scaled.check()) {
             bail!("invalid training config: {problem}, after --distortion-scale {factor}");
         }
-        augment = augment.scaled(factor);
+        augment = scaled;
     }
     // Defaults live in TrainingConfig alone; flags only override.
     let mut config = TrainingConfig::new(augment).with_train_images(args.train_images);
