@@ -45,7 +45,7 @@ pub enum WebBackend {
     /// infer's lean model: no burn in the bundle, kernels for exactly this network.
     Lean,
     /// infer's int8 model: int8 weights computed as int8 where they lie in the module, with
-    /// no f32 copy (less memory; slower than the lean model's f32 kernels, see the README).
+    /// no f32 copy (less memory; slower than the lean model's f32 kernels, see docs/release.md).
     Int8Kernels,
     /// burn's flex CPU backend with WASM SIMD, over model.bin (f32).
     Flex,
