@@ -80,7 +80,8 @@ enum Command {
     #[cfg(feature = "ml")]
     /// Measure training and inference throughput per backend (and PyTorch's, if installed).
     BenchTrain(bench::BenchArgs),
-    /// Install the tools the browser build and its test use (npm packages, wasm-bindgen-cli).
+    /// Install up front what other commands install on first need (npm packages, the pinned
+    /// CLIs, ONNX Runtime).
     Setup,
     /// Formatting, lints, and `infer` built without std (per feature, wasm32, a microcontroller).
     Check,
@@ -116,7 +117,7 @@ enum Command {
     #[cfg(feature = "ml")]
     /// What CI runs: `check`, the committed model against the gate and re-derived from scratch,
     /// every workspace test, the page end to end in headless Chromium, the edge worker end to end,
-    /// each fuzz target for a few seconds.
+    /// a one-epoch run through to a checked release, each fuzz target for a few seconds.
     Test(test::TestArgs),
     /// Any other command: one of the full build's.
     #[cfg(not(feature = "ml"))]
