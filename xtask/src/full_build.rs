@@ -24,17 +24,6 @@ impl fmt::Display for Needed {
 
 impl std::error::Error for Needed {}
 
-/// The full build's commands, for this build's `--help`.
-pub const COMMANDS: &str = "\
-Commands of the full build (with burn; built on first use, `cargo xtask <command> --help`):
-  train        Train on augmented MNIST, gate on test accuracy, write artifacts/
-  reproduce    Train the committed recipe from scratch and check it gives the committed model
-  eval         Score a model file on all 10,000 test images
-  bench-train  Measure training and inference throughput per backend
-  predict      Classify PNG/JPEG files with the committed model
-  bench-photos Accuracy on MNIST test digits rendered as photos and scans
-  test         What CI runs";
-
 /// Runs this very command line in the full build and exits as it does.
 pub fn run() -> ExitCode {
     println!("this command needs burn: running it in the full build (cargo run --release -p xtask --features ml)");

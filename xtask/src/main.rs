@@ -54,7 +54,7 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "MNIST pipeline: train, evaluate, ship to the browser, benchmark")]
-#[cfg_attr(not(feature = "ml"), command(after_help = full_build::COMMANDS))]
+#[cfg_attr(not(feature = "ml"), command(after_help = FULL_BUILD_COMMANDS))]
 struct Cli {
     /// Worker threads for the CPU backends (default: all cores). Part of what makes a run
     /// reproducible: the same seed and thread count give the same model bytes.
@@ -69,17 +69,51 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     #[cfg(feature = "ml")]
+    #[command(flatten)]
+    WithBurn(BurnCommand),
+    #[command(flatten)]
+    Anywhere(LeanCommand),
+    /// Any other command: one of the full build's.
+    #[cfg(not(feature = "ml"))]
+    #[command(external_subcommand)]
+    FullBuild(
+        #[expect(dead_code, reason = "the whole command line is handed over, options before it included")]
+        Vec<OsString>,
+    ),
+}
+
+/// The commands that train, score or run the burn model: the full build's alone. The build
+/// without burn lists them in its `--help` from [`FULL_BUILD_COMMANDS`].
+#[cfg(feature = "ml")]
+#[derive(Subcommand)]
+enum BurnCommand {
     /// Train on augmented MNIST, gate on test accuracy, write artifacts/.
     Train(Box<training::TrainArgs>),
-    #[cfg(feature = "ml")]
     /// Train the committed recipe from scratch and check it gives the committed model.
     Reproduce(reproduce::ReproduceArgs),
-    #[cfg(feature = "ml")]
     /// Score a model file on all 10,000 test images.
     Eval(eval::EvalArgs),
-    #[cfg(feature = "ml")]
     /// Measure training and inference throughput per backend (and PyTorch's, if installed).
     BenchTrain(bench::BenchArgs),
+    /// Build and check a release of a model: web bundle, packaged crate, firmware, ONNX,
+    /// safetensors, with a manifest and SHA256SUMS.
+    Package(package::PackageArgs),
+    /// Run the int8 model as Cortex-M4F firmware under QEMU on test digits, checked against
+    /// native, and measure its flash and RAM.
+    Embedded(embedded::EmbeddedArgs),
+    /// Classify PNG/JPEG files with the committed model.
+    Predict(predict::PredictArgs),
+    /// Accuracy on MNIST test digits rendered as photos and scans, per kind of degradation.
+    BenchPhotos(photos::BenchPhotosArgs),
+    /// What CI runs: `check`, the committed model against the gate and re-derived from scratch,
+    /// every workspace test, the page end to end in headless Chromium, the edge worker end to end,
+    /// a one-epoch run through to a checked release, each fuzz target for a few seconds.
+    Test(test::TestArgs),
+}
+
+/// The commands both builds hold: none of them needs burn.
+#[derive(Subcommand)]
+enum LeanCommand {
     /// Install up front what other commands install on first need (npm packages, the pinned
     /// CLIs, ONNX Runtime).
     Setup,
@@ -100,33 +134,22 @@ enum Command {
     BenchEdge(edge::BenchEdgeArgs),
     /// Fuzz the parsers of outside bytes with libFuzzer (nightly, cargo-fuzz).
     Fuzz(fuzz::FuzzArgs),
-    #[cfg(feature = "ml")]
-    /// Build and check a release of a model: web bundle, packaged crate, firmware, ONNX,
-    /// safetensors, with a manifest and SHA256SUMS.
-    Package(package::PackageArgs),
-    #[cfg(feature = "ml")]
-    /// Run the int8 model as Cortex-M4F firmware under QEMU on test digits, checked against
-    /// native, and measure its flash and RAM.
-    Embedded(embedded::EmbeddedArgs),
-    #[cfg(feature = "ml")]
-    /// Classify PNG/JPEG files with the committed model.
-    Predict(predict::PredictArgs),
-    #[cfg(feature = "ml")]
-    /// Accuracy on MNIST test digits rendered as photos and scans, per kind of degradation.
-    BenchPhotos(photos::BenchPhotosArgs),
-    #[cfg(feature = "ml")]
-    /// What CI runs: `check`, the committed model against the gate and re-derived from scratch,
-    /// every workspace test, the page end to end in headless Chromium, the edge worker end to end,
-    /// a one-epoch run through to a checked release, each fuzz target for a few seconds.
-    Test(test::TestArgs),
-    /// Any other command: one of the full build's.
-    #[cfg(not(feature = "ml"))]
-    #[command(external_subcommand)]
-    FullBuild(
-        #[expect(dead_code, reason = "the whole command line is handed over, options before it included")]
-        Vec<OsString>,
-    ),
 }
+
+/// [`BurnCommand`] as the build without burn lists it, after its own commands: each name and
+/// the start of its summary (held to the full build's by a test).
+#[cfg(any(test, not(feature = "ml")))]
+const FULL_BUILD_COMMANDS: &str = "\
+Commands of the full build (with burn; built on first use, `cargo xtask <command> --help`):
+  train         Train on augmented MNIST, gate on test accuracy, write artifacts/
+  reproduce     Train the committed recipe from scratch and check it gives the committed model
+  eval          Score a model file on all 10,000 test images
+  bench-train   Measure training and inference throughput per backend
+  package       Build and check a release of a model
+  embedded      Run the int8 model as Cortex-M4F firmware under QEMU on test digits
+  predict       Classify PNG/JPEG files with the committed model
+  bench-photos  Accuracy on MNIST test digits rendered as photos and scans
+  test          What CI runs";
 
 fn main() -> ExitCode {
     #[cfg(feature = "ml")]
@@ -143,32 +166,28 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         #[cfg(feature = "ml")]
-        Command::Train(args) => training::train(*args, threads),
-        #[cfg(feature = "ml")]
-        Command::Reproduce(args) => reproduce::reproduce(&args),
-        #[cfg(feature = "ml")]
-        Command::Eval(args) => eval::eval(args),
-        #[cfg(feature = "ml")]
-        Command::BenchTrain(args) => bench::run(args, threads),
-        Command::Setup => setup::setup(),
-        Command::Check => checks::check(true),
-        Command::BuildWeb(args) => web::build_web(&args),
-        Command::Serve(args) => serve::serve(args),
-        Command::BenchServe(args) => serve::bench_serve(&args),
-        Command::BenchWeb(args) => web::bench_web(&args),
-        #[cfg(feature = "ml")]
-        Command::Package(args) => package::package(&args),
-        #[cfg(feature = "ml")]
-        Command::Embedded(args) => embedded::embedded(&args),
-        #[cfg(feature = "ml")]
-        Command::Predict(args) => predict::predict(args),
-        #[cfg(feature = "ml")]
-        Command::BenchPhotos(args) => photos::bench_photos(args),
-        Command::Edge(command) => edge::edge(command),
-        Command::BenchEdge(args) => edge::bench_edge(args),
-        Command::Fuzz(args) => fuzz::fuzz(&args),
-        #[cfg(feature = "ml")]
-        Command::Test(args) => test::test(args, threads),
+        Command::WithBurn(command) => match command {
+            BurnCommand::Train(args) => training::train(*args, threads),
+            BurnCommand::Reproduce(args) => reproduce::reproduce(&args),
+            BurnCommand::Eval(args) => eval::eval(args),
+            BurnCommand::BenchTrain(args) => bench::run(args, threads),
+            BurnCommand::Package(args) => package::package(&args),
+            BurnCommand::Embedded(args) => embedded::embedded(&args),
+            BurnCommand::Predict(args) => predict::predict(args),
+            BurnCommand::BenchPhotos(args) => photos::bench_photos(args),
+            BurnCommand::Test(args) => test::test(args, threads),
+        },
+        Command::Anywhere(command) => match command {
+            LeanCommand::Setup => setup::setup(),
+            LeanCommand::Check => checks::check(true),
+            LeanCommand::BuildWeb(args) => web::build_web(&args),
+            LeanCommand::Serve(args) => serve::serve(args),
+            LeanCommand::BenchServe(args) => serve::bench_serve(&args),
+            LeanCommand::BenchWeb(args) => web::bench_web(&args),
+            LeanCommand::Edge(command) => edge::edge(command),
+            LeanCommand::BenchEdge(args) => edge::bench_edge(args),
+            LeanCommand::Fuzz(args) => fuzz::fuzz(&args),
+        },
         #[cfg(not(feature = "ml"))]
         Command::FullBuild(_) => Err(full_build::Needed.into()),
     };
@@ -241,7 +260,31 @@ fn keep_freed_pages() {
 
 #[cfg(all(test, feature = "ml"))]
 mod tests {
-    use super::MI_OPTION_PURGE_DELAY;
+    use clap::Subcommand;
+
+    use super::{BurnCommand, FULL_BUILD_COMMANDS, MI_OPTION_PURGE_DELAY};
+
+    #[test]
+    fn the_build_without_burn_lists_every_command_it_hands_over() {
+        let listed: Vec<(&str, &str)> = FULL_BUILD_COMMANDS
+            .lines()
+            .skip(1)
+            .map(|line| {
+                line.trim()
+                    .split_once(' ')
+                    .map(|(name, summary)| (name, summary.trim()))
+                    .expect("a name, then a summary")
+            })
+            .collect();
+        let full_build = BurnCommand::augment_subcommands(clap::Command::new("xtask"));
+        let commands: Vec<&clap::Command> = full_build.get_subcommands().collect();
+        let names = |pairs: &[(&str, &str)]| pairs.iter().map(|(name, _)| name.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&listed), commands.iter().map(|command| command.get_name().to_string()).collect::<Vec<_>>());
+        for ((name, summary), command) in listed.iter().zip(&commands) {
+            let about = command.get_about().map(ToString::to_string).unwrap_or_default();
+            assert!(about.starts_with(summary), "`{name}` is listed as {summary:?}, but its summary is {about:?}");
+        }
+    }
 
     #[test]
     fn the_option_set_at_start_is_mimallocs_purge_delay() {
