@@ -66,6 +66,7 @@ struct Cli {
     command: Command,
 }
 
+/// Every command this build holds, and in the build without burn a catch-all for the rest.
 #[derive(Subcommand)]
 enum Command {
     #[cfg(feature = "ml")]
@@ -278,8 +279,10 @@ mod tests {
             .collect();
         let full_build = BurnCommand::augment_subcommands(clap::Command::new("xtask"));
         let commands: Vec<&clap::Command> = full_build.get_subcommands().collect();
-        let names = |pairs: &[(&str, &str)]| pairs.iter().map(|(name, _)| name.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(&listed), commands.iter().map(|command| command.get_name().to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            listed.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+            commands.iter().map(|command| command.get_name()).collect::<Vec<_>>()
+        );
         for ((name, summary), command) in listed.iter().zip(&commands) {
             let about = command.get_about().map(ToString::to_string).unwrap_or_default();
             assert!(about.starts_with(summary), "`{name}` is listed as {summary:?}, but its summary is {about:?}");
