@@ -85,13 +85,21 @@ pub fn pinned_tool(package: &str, bin: &str, version: &str, options: &[&str]) ->
         }
     }
     println!("installing {package} {version} into target/tools (once)");
+    let root = crate::target_dir().join("tools");
+    let mut install = cargo();
     // Not `--locked`: wasm-bindgen-cli's published lock file pins a crate version the
     // registry no longer serves.
-    run(cargo()
-        .args(["install", package, "--version", version, "--debug", "--bin", bin])
-        .args(options)
-        .arg("--root")
-        .arg(crate::target_dir().join("tools")))?;
+    install.args(["install", package, "--version", version, "--debug", "--bin", bin]).args(options);
+    install.arg("--root").arg(&root);
+    // cargo tells the user to put the root's bin on PATH unless it is there already; the
+    // commands run the tool by its path, so that advice would only mislead.
+    let search_path = std::env::var_os("PATH").unwrap_or_default();
+    if let Ok(search_path) =
+        std::env::join_paths(std::iter::once(root.join("bin")).chain(std::env::split_paths(&search_path)))
+    {
+        install.env("PATH", search_path);
+    }
+    run(&mut install)?;
     Ok(local)
 }
 
