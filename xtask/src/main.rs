@@ -74,13 +74,10 @@ enum Command {
     WithBurn(BurnCommand),
     #[command(flatten)]
     Anywhere(LeanCommand),
-    /// Any other command: one of the full build's.
+    /// Any other command: one of the full build's, or a name no build knows.
     #[cfg(not(feature = "ml"))]
     #[command(external_subcommand)]
-    FullBuild(
-        #[expect(dead_code, reason = "the whole command line is handed over, options before it included")]
-        Vec<OsString>,
-    ),
+    Other(Vec<OsString>),
 }
 
 /// The commands that train, score or run the burn model: the full build's alone. The build
@@ -138,7 +135,8 @@ enum LeanCommand {
 }
 
 /// [`BurnCommand`] as the build without burn lists it, after its own commands: each name and
-/// the start of its summary (held to the full build's by a test).
+/// the start of its summary (held to the full build's by a test). These names, and no others,
+/// are handed over.
 #[cfg(any(test, not(feature = "ml")))]
 const FULL_BUILD_COMMANDS: &str = "\
 Commands of the full build (with burn; built on first use, `cargo xtask <command> --help`):
@@ -151,6 +149,15 @@ Commands of the full build (with burn; built on first use, `cargo xtask <command
   predict       Classify PNG/JPEG files with the committed model
   bench-photos  Accuracy on MNIST test digits rendered as photos and scans
   test          What CI runs";
+
+/// Each command of [`FULL_BUILD_COMMANDS`] with the start of its summary.
+#[cfg(any(test, not(feature = "ml")))]
+fn full_build_commands() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FULL_BUILD_COMMANDS.lines().skip(1).map(|line| {
+        let (name, summary) = line.trim().split_once(' ').expect("a name, then a summary");
+        (name, summary.trim())
+    })
+}
 
 fn main() -> ExitCode {
     #[cfg(feature = "ml")]
@@ -190,7 +197,17 @@ fn main() -> ExitCode {
             LeanCommand::Fuzz(args) => fuzz::fuzz(&args),
         },
         #[cfg(not(feature = "ml"))]
-        Command::FullBuild(_) => Err(full_build::Needed.into()),
+        Command::Other(line) => {
+            let name = line.first().map(|name| name.to_string_lossy()).unwrap_or_default();
+            // Checked here, or a typo would wait for burn's build (minutes on a fresh clone)
+            // to be told so by the full build.
+            if !full_build_commands().any(|(command, _)| command == name) {
+                use clap::CommandFactory;
+                let message = format!("unrecognized subcommand '{name}'");
+                Cli::command().error(clap::error::ErrorKind::InvalidSubcommand, message).exit();
+            }
+            Err(full_build::Needed.into())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -263,20 +280,11 @@ fn keep_freed_pages() {
 mod tests {
     use clap::Subcommand;
 
-    use super::{BurnCommand, FULL_BUILD_COMMANDS, MI_OPTION_PURGE_DELAY};
+    use super::{BurnCommand, MI_OPTION_PURGE_DELAY, full_build_commands};
 
     #[test]
     fn the_build_without_burn_lists_every_command_it_hands_over() {
-        let listed: Vec<(&str, &str)> = FULL_BUILD_COMMANDS
-            .lines()
-            .skip(1)
-            .map(|line| {
-                line.trim()
-                    .split_once(' ')
-                    .map(|(name, summary)| (name, summary.trim()))
-                    .expect("a name, then a summary")
-            })
-            .collect();
+        let listed: Vec<(&str, &str)> = full_build_commands().collect();
         let full_build = BurnCommand::augment_subcommands(clap::Command::new("xtask"));
         let commands: Vec<&clap::Command> = full_build.get_subcommands().collect();
         assert_eq!(
