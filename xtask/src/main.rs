@@ -53,7 +53,11 @@ use std::sync::OnceLock;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "MNIST pipeline: train, evaluate, ship to the browser, benchmark")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "MNIST pipeline: train, evaluate, ship to the browser, benchmark"
+)]
 #[cfg_attr(not(feature = "ml"), command(after_help = FULL_BUILD_COMMANDS))]
 struct Cli {
     /// Worker threads for the CPU backends (default: all cores). Part of what makes a run
@@ -159,10 +163,29 @@ fn full_build_commands() -> impl Iterator<Item = (&'static str, &'static str)> {
     })
 }
 
+/// Whether `name` is one of the commands the build without burn hands over.
+#[cfg(not(feature = "ml"))]
+fn is_full_build_command(name: &str) -> bool {
+    full_build_commands().any(|(command, _)| command == name)
+}
+
 fn main() -> ExitCode {
     #[cfg(feature = "ml")]
     keep_freed_pages();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap's own `help <command>` cannot see the full build's commands: that build answers.
+        #[cfg(not(feature = "ml"))]
+        Err(e)
+            if matches!(
+                e.get(clap::error::ContextKind::InvalidSubcommand),
+                Some(clap::error::ContextValue::String(name)) if is_full_build_command(name)
+            ) =>
+        {
+            return full_build::run();
+        }
+        Err(e) => e.exit(),
+    };
     #[cfg(feature = "ml")]
     let threads = {
         let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -201,7 +224,7 @@ fn main() -> ExitCode {
             let name = line.first().map(|name| name.to_string_lossy()).unwrap_or_default();
             // Checked here, or a typo would wait for burn's build (minutes on a fresh clone)
             // to be told so by the full build.
-            if !full_build_commands().any(|(command, _)| command == name) {
+            if !is_full_build_command(&name) {
                 use clap::CommandFactory;
                 let message = format!("unrecognized subcommand '{name}'");
                 Cli::command().error(clap::error::ErrorKind::InvalidSubcommand, message).exit();
