@@ -44,8 +44,6 @@ mod test;
 #[cfg(feature = "ml")]
 mod training;
 
-#[cfg(not(feature = "ml"))]
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -70,7 +68,8 @@ struct Cli {
     command: Command,
 }
 
-/// Every command this build holds, and in the build without burn a catch-all for the rest.
+/// Every command this build holds. The build without burn hands the full build's over when
+/// clap does not find them here (see `main`).
 #[derive(Subcommand)]
 enum Command {
     #[cfg(feature = "ml")]
@@ -78,10 +77,6 @@ enum Command {
     WithBurn(BurnCommand),
     #[command(flatten)]
     Anywhere(LeanCommand),
-    /// Any other command: one of the full build's, or a name no build knows.
-    #[cfg(not(feature = "ml"))]
-    #[command(external_subcommand)]
-    Other(Vec<OsString>),
 }
 
 /// The commands that train, score or run the burn model: the full build's alone. The build
@@ -174,7 +169,9 @@ fn main() -> ExitCode {
     keep_freed_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // clap's own `help <command>` cannot see the full build's commands: that build answers.
+        // A command of the full build (`train ...`, or `help train`) is unknown here: that build
+        // answers it. Any other unknown name gets clap's own error at once, rather than after
+        // burn's build (minutes on a fresh clone).
         #[cfg(not(feature = "ml"))]
         Err(e)
             if matches!(
@@ -219,18 +216,6 @@ fn main() -> ExitCode {
             LeanCommand::BenchEdge(args) => edge::bench_edge(args),
             LeanCommand::Fuzz(args) => fuzz::fuzz(&args),
         },
-        #[cfg(not(feature = "ml"))]
-        Command::Other(line) => {
-            let name = line.first().map(|name| name.to_string_lossy()).unwrap_or_default();
-            // Checked here, or a typo would wait for burn's build (minutes on a fresh clone)
-            // to be told so by the full build.
-            if !is_full_build_command(&name) {
-                use clap::CommandFactory;
-                let message = format!("unrecognized subcommand '{name}'");
-                Cli::command().error(clap::error::ErrorKind::InvalidSubcommand, message).exit();
-            }
-            Err(full_build::Needed.into())
-        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
