@@ -173,6 +173,7 @@ impl Engine {
         #[cfg(feature = "flex")]
         let (device, name) = (burn::tensor::Device::flex(), "burn flex (cpu, wasm simd128)");
         #[cfg(not(feature = "flex"))]
+        #[allow(deprecated)] // ndarray stays buildable for bench-web's comparison with flex.
         let (device, name) = (burn::tensor::Device::ndarray(), "burn ndarray (cpu)");
         Ok(Engine { model: crate::Model::from_bytes(weights, &device)?, device, name: name.into() })
     }
