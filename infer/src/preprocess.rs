@@ -294,7 +294,7 @@ impl Tiles {
                 Some(keep) => {
                     let keep_spans = keep[y * self.width..][..self.width].chunks(self.tile_width);
                     for ((span, histogram), keep_span) in spans.zip(keep_spans) {
-                        for (&g, _) in span.iter().zip(keep_span).filter(|(_, keep)| **keep) {
+                        for (&g, _) in span.iter().zip(keep_span).filter(|(_, kept)| **kept) {
                             histogram[g as usize] += 1;
                         }
                     }
