@@ -223,11 +223,9 @@ fn paper_noise(differences: &[f32]) -> (f32, f32) {
     (1.4826 * deviation, level)
 }
 
-/// The mean over the `(2 * radius + 1)`-pixel square around each pixel (clipped at the edges).
+/// The mean over the `(2 * radius + 1)`-pixel square around each pixel (clipped at the edges);
+/// `Standout::measure` skips it at radius 0.
 fn box_blur(values: &[f32], width: usize, height: usize, radius: usize) -> Vec<f32> {
-    if radius == 0 {
-        return values.to_vec();
-    }
     let pass = |values: &[f32], width: usize, height: usize| {
         // Along each row, then transposed, so that calling it twice blurs both ways.
         let mut out = vec![0.0; values.len()];
