@@ -326,16 +326,10 @@ impl Tiles {
     /// so its centre is not its tile's.
     fn spread(&self, per_tile: &[f32]) -> Vec<f32> {
         // Each row of windows interpolated across once; a row of pixels then blends two of them.
+        let columns: Vec<_> = (0..self.width).map(|x| axis(x, self.tile_width, self.across, self.width)).collect();
         let across: Vec<Vec<f32>> = per_tile
             .chunks_exact(self.across)
-            .map(|windows| {
-                (0..self.width)
-                    .map(|x| {
-                        let (x0, x1, fx) = axis(x, self.tile_width, self.across, self.width);
-                        windows[x0] + fx * (windows[x1] - windows[x0])
-                    })
-                    .collect()
-            })
+            .map(|windows| columns.iter().map(|&(x0, x1, fx)| windows[x0] + fx * (windows[x1] - windows[x0])).collect())
             .collect();
         let mut out = Vec::with_capacity(self.width * self.height);
         for y in 0..self.height {
