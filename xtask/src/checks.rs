@@ -18,9 +18,10 @@ const WASM: &str = "wasm32-unknown-unknown";
 /// wgpu`: it compiles burn's WebGPU stack, ten minutes here).
 const INFER_FEATURES: [&str; 7] = ["", "std", "record", "bundled", "burn", "flex", "ndarray"];
 
-/// `optional_features`: also lint xtask with `wgpu` and `tui`, which nothing else builds. The
-/// `check` command does; CI's `test` does not, as it costs about 4 minutes of a cold run on a
-/// slow machine, where the whole run came to 91 minutes against CI's limit of 90.
+/// `optional_features`: also lint xtask with `wgpu` and `tui`, and the browser API on WebGPU,
+/// which nothing else builds. The `check` command does; CI's `test` does not, as xtask's
+/// features cost about 4 minutes of a cold run on a slow machine, where the whole run came to
+/// 91 minutes against CI's limit of 90 (the WebGPU bundle 86 s more on a faster one).
 pub fn check(optional_features: bool) -> anyhow::Result<()> {
     // `infer`'s `bundled` feature and the firmware include these weights: the committed
     // model's stand in for whichever they are later built with.
@@ -63,15 +64,10 @@ pub fn check(optional_features: bool) -> anyhow::Result<()> {
         )?;
     }
     rust_target(WASM)?;
-    for features in ["wasm", "wasm int8-kernels"] {
-        step(
-            &format!("infer's browser API builds for wasm32 ({features})"),
-            cargo()
-                .args(["clippy", "-p", "infer", "--no-default-features", "--features", features, "--target", WASM])
-                .args(["--", "-D", "warnings"])
-                // Any file will do to check the code that embeds it.
-                .env("INFER_WEIGHTS", committed_model()),
-        )?;
+    // Every bundle `build-web --backend` offers but WebGPU's; CI's browser test builds only
+    // the default one, so these would stop compiling unseen.
+    for features in ["wasm", "wasm int8-kernels", "wasm flex", "wasm ndarray"] {
+        browser_api_lint(features)?;
     }
     step(
         "the edge worker's Workers-only code (wasm32)",
@@ -96,6 +92,18 @@ pub fn check(optional_features: bool) -> anyhow::Result<()> {
     step(
         "GPU training and the training dashboard (features wgpu, tui) build",
         cargo().args(["clippy", "-p", "xtask", "--features", "wgpu,tui", "--", "-D", "warnings"]),
+    )?;
+    browser_api_lint("wasm wgpu")
+}
+
+fn browser_api_lint(features: &str) -> anyhow::Result<()> {
+    step(
+        &format!("infer's browser API builds for wasm32 ({features})"),
+        cargo()
+            .args(["clippy", "-p", "infer", "--no-default-features", "--features", features, "--target", WASM])
+            .args(["--", "-D", "warnings"])
+            // Any file will do to check the code that embeds it.
+            .env("INFER_WEIGHTS", committed_model()),
     )
 }
 
