@@ -286,15 +286,16 @@ fn cached_or_downloaded(files: &[IdxFile]) -> Result<PathBuf, DataError> {
     let dir = dirs::cache_dir().ok_or(DataError::NoCache)?.join("mnist-pipeline").join("mnist");
     for &file in files {
         if locate(&dir, file).is_err() {
-            download(&dir, file)?;
+            download(&dir, file, MIRRORS)?;
         }
     }
     Ok(dir)
 }
 
-/// Fetches `file` into `dir` through a temporary file that is renamed only once verified, so
-/// an interrupted or corrupt download never leaves a file that looks complete.
-fn download(dir: &Path, file: IdxFile) -> Result<(), DataError> {
+/// Fetches `file` into `dir` from the first of `mirrors` (URLs ending in `/`) whose copy
+/// verifies, through a temporary file that is renamed only then, so an interrupted or corrupt
+/// download never leaves a file that looks complete.
+fn download(dir: &Path, file: IdxFile, mirrors: &[impl AsRef<str>]) -> Result<(), DataError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
@@ -303,8 +304,8 @@ fn download(dir: &Path, file: IdxFile) -> Result<(), DataError> {
     let target = dir.join(format!("{}.gz", file.name));
     let temp = dir.join(format!(".{}.gz.part", file.name));
     let mut failures = Vec::new();
-    for mirror in MIRRORS {
-        let url = format!("{mirror}{}.gz", file.name);
+    for mirror in mirrors {
+        let url = format!("{}{}.gz", mirror.as_ref(), file.name);
         eprintln!("downloading {url}");
         let body = match fetch(&url) {
             Ok(body) => body,
@@ -313,9 +314,11 @@ fn download(dir: &Path, file: IdxFile) -> Result<(), DataError> {
                 continue;
             }
         };
-        let checked = decode_idx(&temp, body.clone(), file).and_then(|bytes| verify_hash(&temp, &bytes, file));
+        // Checked in memory, so the error names the URL: nothing is on disk yet.
+        let source = Path::new(&url);
+        let checked = decode_idx(source, body.clone(), file).and_then(|bytes| verify_hash(source, &bytes, file));
         if let Err(e) = checked {
-            failures.push(format!("{url}: {e}"));
+            failures.push(e.to_string());
             continue;
         }
         fs::write(&temp, &body).map_err(io_err(&temp))?;
@@ -332,6 +335,9 @@ fn fetch(url: &str) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
     use super::*;
 
     fn labels_file(count: u32, labels: &[u8]) -> Vec<u8> {
@@ -382,6 +388,59 @@ mod tests {
         assert!(bomb.len() < 128 << 10, "{} bytes", bomb.len());
         let err = decode_idx(Path::new("bomb.gz"), bomb, TINY).unwrap_err();
         assert!(err.to_string().contains("decompresses to over 11 bytes"), "{err}");
+    }
+
+    /// Answers each GET on loopback with the body `routes` gives its path, else 404, one
+    /// connection at a time, until the test ends; returns the server's base URL.
+    fn serve(routes: Vec<(String, Vec<u8>)>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut request = BufReader::new(&stream);
+                let mut line = String::new();
+                let _ = request.read_line(&mut line);
+                let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                while request.read_line(&mut line).is_ok_and(|read| read > 2) {
+                    line.clear();
+                }
+                let found = routes.iter().find(|(route, _)| *route == path);
+                let (status, body) = found.map_or(("404 Not Found", &[][..]), |(_, body)| ("200 OK", body));
+                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+            }
+        });
+        base
+    }
+
+    /// Mirrors that miss the file, serve it tampered or serve half of it are each named in
+    /// the error, and leave nothing behind; the first mirror whose file verifies lands it.
+    #[test]
+    fn a_download_lands_only_once_it_verifies() {
+        let real = fs::read(locate(&crate::testing::mnist_dir(), TEST_LABELS).unwrap()).unwrap();
+        let mut tampered = decode_idx(Path::new("labels"), real.clone(), TEST_LABELS).unwrap();
+        tampered[100] = (tampered[100] + 1) % 10;
+        let file = format!("{}.gz", TEST_LABELS.name);
+        let base = serve(vec![
+            (format!("/tampered/{file}"), tampered),
+            (format!("/truncated/{file}"), real[..real.len() / 2].to_vec()),
+            (format!("/good/{file}"), real.clone()),
+        ]);
+        let mirror = |name: &str| format!("{base}/{name}/");
+        let failing = [mirror("missing"), mirror("tampered"), mirror("truncated")];
+        let dir = tempfile::tempdir().unwrap();
+        let files_in_dir = || fs::read_dir(dir.path()).unwrap().count();
+
+        let err = download(dir.path(), TEST_LABELS, &failing).unwrap_err().to_string();
+        for (mirror, why) in failing.iter().zip(["http status: 404", "SHA-256", "truncated: gzip stream ends early"]) {
+            assert!(err.contains(&format!("{mirror}{file}: {why}")), "{mirror}: {why} missing from: {err}");
+        }
+        assert_eq!(files_in_dir(), 0, "a failed download must leave nothing behind");
+
+        download(dir.path(), TEST_LABELS, &[&failing[..], &[mirror("good")]].concat()).unwrap();
+        assert_eq!(fs::read(dir.path().join(&file)).unwrap(), real);
+        assert_eq!(files_in_dir(), 1, "no temporary file may be left");
+        read_verified(dir.path(), TEST_LABELS).expect("the downloaded file reads");
     }
 
     #[test]
