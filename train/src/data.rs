@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -18,6 +19,10 @@ pub const DATA_DIR_ENV: &str = "MNIST_DATA_DIR";
 /// Mirrors tried in order when no local copy exists. Both serve the original `.gz` files.
 const MIRRORS: &[&str] =
     &["https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"];
+
+/// How long a mirror may keep a download waiting (to connect, or for its next bytes) before
+/// it counts as failed and the next is tried: without a limit, one that stalls hangs the run.
+const STALL: Duration = Duration::from_secs(30);
 
 /// One of the four files that make up MNIST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,16 +291,16 @@ fn cached_or_downloaded(files: &[IdxFile]) -> Result<PathBuf, DataError> {
     let dir = dirs::cache_dir().ok_or(DataError::NoCache)?.join("mnist-pipeline").join("mnist");
     for &file in files {
         if locate(&dir, file).is_err() {
-            download(&dir, file, MIRRORS)?;
+            download(&dir, file, MIRRORS, STALL)?;
         }
     }
     Ok(dir)
 }
 
 /// Fetches `file` into `dir` from the first of `mirrors` (URLs ending in `/`) whose copy
-/// verifies, through a temporary file that is renamed only then, so an interrupted or corrupt
-/// download never leaves a file that looks complete.
-fn download(dir: &Path, file: IdxFile, mirrors: &[impl AsRef<str>]) -> Result<(), DataError> {
+/// arrives without stalling for `stall` and verifies, through a temporary file that is renamed
+/// only then, so an interrupted or corrupt download never leaves a file that looks complete.
+fn download(dir: &Path, file: IdxFile, mirrors: &[impl AsRef<str>], stall: Duration) -> Result<(), DataError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
@@ -307,7 +312,7 @@ fn download(dir: &Path, file: IdxFile, mirrors: &[impl AsRef<str>]) -> Result<()
     for mirror in mirrors {
         let url = format!("{}{}.gz", mirror.as_ref(), file.name);
         eprintln!("downloading {url}");
-        let body = match fetch(&url) {
+        let body = match fetch(&url, stall) {
             Ok(body) => body,
             Err(why) => {
                 failures.push(format!("{url}: {why}"));
@@ -328,8 +333,10 @@ fn download(dir: &Path, file: IdxFile, mirrors: &[impl AsRef<str>]) -> Result<()
     Err(DataError::Download { name: file.name, why: failures.join("; ") })
 }
 
-fn fetch(url: &str) -> Result<Vec<u8>, String> {
-    let mut response = ureq::get(url).call().map_err(|e| e.to_string())?;
+fn fetch(url: &str, stall: Duration) -> Result<Vec<u8>, String> {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_connect(Some(stall)).timeout_per_read(Some(stall)).build().into();
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
     response.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| e.to_string())
 }
 
@@ -337,6 +344,7 @@ fn fetch(url: &str) -> Result<Vec<u8>, String> {
 mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
+    use std::sync::Arc;
 
     use super::*;
 
@@ -390,31 +398,46 @@ mod tests {
         assert!(err.to_string().contains("decompresses to over 11 bytes"), "{err}");
     }
 
-    /// Answers each GET on loopback with the body `routes` gives its path, else 404, one
-    /// connection at a time, until the test ends; returns the server's base URL.
-    fn serve(routes: Vec<(String, Vec<u8>)>) -> String {
+    /// How the test server answers a path.
+    enum Answer {
+        File(Vec<u8>),
+        /// Holds the connection open and says nothing, as a stalled mirror does.
+        Silence,
+    }
+
+    /// Answers each GET on loopback as `routes` says for its path (404 for any other), each
+    /// connection on a thread of its own, until the test ends; returns the base URL.
+    fn serve(routes: Vec<(String, Answer)>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let routes = Arc::new(routes);
         std::thread::spawn(move || {
             for mut stream in listener.incoming().flatten() {
-                let mut request = BufReader::new(&stream);
-                let mut line = String::new();
-                let _ = request.read_line(&mut line);
-                let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
-                while request.read_line(&mut line).is_ok_and(|read| read > 2) {
-                    line.clear();
-                }
-                let found = routes.iter().find(|(route, _)| *route == path);
-                let (status, body) = found.map_or(("404 Not Found", &[][..]), |(_, body)| ("200 OK", body));
-                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+                let routes = Arc::clone(&routes);
+                std::thread::spawn(move || {
+                    let mut request = BufReader::new(&stream);
+                    let mut line = String::new();
+                    let _ = request.read_line(&mut line);
+                    let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                    while request.read_line(&mut line).is_ok_and(|read| read > 2) {
+                        line.clear();
+                    }
+                    let (status, body) = match routes.iter().find(|(route, _)| *route == path) {
+                        Some((_, Answer::File(body))) => ("200 OK", &body[..]),
+                        Some((_, Answer::Silence)) => return std::thread::sleep(Duration::from_secs(60)),
+                        None => ("404 Not Found", &[][..]),
+                    };
+                    let head =
+                        format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+                });
             }
         });
         base
     }
 
-    /// Mirrors that miss the file, serve it tampered or serve half of it are each named in
-    /// the error, and leave nothing behind; the first mirror whose file verifies lands it.
+    /// Mirrors that miss the file, serve it tampered, serve half of it or stall are each named
+    /// in the error, and leave nothing behind; the first mirror whose file verifies lands it.
     #[test]
     fn a_download_lands_only_once_it_verifies() {
         let real = fs::read(locate(&crate::testing::mnist_dir(), TEST_LABELS).unwrap()).unwrap();
@@ -422,22 +445,25 @@ mod tests {
         tampered[100] = (tampered[100] + 1) % 10;
         let file = format!("{}.gz", TEST_LABELS.name);
         let base = serve(vec![
-            (format!("/tampered/{file}"), tampered),
-            (format!("/truncated/{file}"), real[..real.len() / 2].to_vec()),
-            (format!("/good/{file}"), real.clone()),
+            (format!("/tampered/{file}"), Answer::File(tampered)),
+            (format!("/truncated/{file}"), Answer::File(real[..real.len() / 2].to_vec())),
+            (format!("/stalled/{file}"), Answer::Silence),
+            (format!("/good/{file}"), Answer::File(real.clone())),
         ]);
         let mirror = |name: &str| format!("{base}/{name}/");
-        let failing = [mirror("missing"), mirror("tampered"), mirror("truncated")];
+        let failing = [mirror("missing"), mirror("tampered"), mirror("truncated"), mirror("stalled")];
+        let stall = Duration::from_secs(1);
         let dir = tempfile::tempdir().unwrap();
         let files_in_dir = || fs::read_dir(dir.path()).unwrap().count();
 
-        let err = download(dir.path(), TEST_LABELS, &failing).unwrap_err().to_string();
-        for (mirror, why) in failing.iter().zip(["http status: 404", "SHA-256", "truncated: gzip stream ends early"]) {
+        let err = download(dir.path(), TEST_LABELS, &failing, stall).unwrap_err().to_string();
+        let reasons = ["http status: 404", "SHA-256", "truncated: gzip stream ends early", "timeout: per read"];
+        for (mirror, why) in failing.iter().zip(reasons) {
             assert!(err.contains(&format!("{mirror}{file}: {why}")), "{mirror}: {why} missing from: {err}");
         }
         assert_eq!(files_in_dir(), 0, "a failed download must leave nothing behind");
 
-        download(dir.path(), TEST_LABELS, &[&failing[..], &[mirror("good")]].concat()).unwrap();
+        download(dir.path(), TEST_LABELS, &[&failing[..], &[mirror("good")]].concat(), stall).unwrap();
         assert_eq!(fs::read(dir.path().join(&file)).unwrap(), real);
         assert_eq!(files_in_dir(), 1, "no temporary file may be left");
         read_verified(dir.path(), TEST_LABELS).expect("the downloaded file reads");
