@@ -2,7 +2,7 @@
 //! errors, `infer` building without std, each feature on its own, for the browser and for
 //! a bare-metal microcontroller, the firmware, the edge worker for wasm32, and xtask both
 //! without burn (as `cargo xtask` builds it) and, when asked, with its optional features
-//! (GPU training, the dashboard).
+//! (GPU training, the dashboard) and the browser bundle on WebGPU.
 
 use anyhow::bail;
 
@@ -14,8 +14,9 @@ use crate::tools::{cargo, rust_component, rust_target};
 const BARE_METAL: &str = "thumbv7em-none-eabihf";
 const WASM: &str = "wasm32-unknown-unknown";
 
-/// `infer`'s features, each of which must build alone (`wgpu` is left to `build-web --backend
-/// wgpu`: it compiles burn's WebGPU stack, ten minutes here).
+/// `infer`'s features, each of which must build alone on the host (not `wgpu`: there it
+/// compiles burn's native WebGPU stack, ten minutes here; its browser build is linted when
+/// asked).
 const INFER_FEATURES: [&str; 7] = ["", "std", "record", "bundled", "burn", "flex", "ndarray"];
 
 /// `optional_features`: also lint xtask with `wgpu` and `tui`, and the browser API on WebGPU,
